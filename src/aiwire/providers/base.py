@@ -1,0 +1,409 @@
+"""The contract every provider adapter fulfils, and the HTTP plumbing they share.
+
+An adapter translates canonical requests (:mod:`aiwire.types`) to one wire protocol and back,
+maps that protocol's errors to :mod:`aiwire.errors` in one place (:meth:`Provider.map_error`) and
+declares what it can do (:attr:`Provider.capabilities`). It knows nothing of routing: it makes one
+attempt and raises a typed error; the router decides about retries and fallbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+
+from aiwire import errors
+from aiwire.ratelimit import RateLimitInfo
+from aiwire.secrets import Secret
+from aiwire.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ImagePart,
+    NamedToolChoice,
+)
+
+# --- capabilities -----------------------------------------------------------------------------
+
+
+class Support(StrEnum):
+    SUPPORTED = "supported"
+    EMULATED = "emulated"
+    REFUSED = "refused"
+
+
+#: Every feature a request can use, with the wording used in docs/capabilities.md.
+FEATURES: dict[str, str] = {
+    "chat": "Chat completion",
+    "streaming": "Streaming (`stream: true`)",
+    "stream_usage": "Usage in streams",
+    "system_prompt": "System / developer messages",
+    "tools": "Tool definitions",
+    "tool_results": "Tool results (`role: tool`)",
+    "parallel_tool_calls": "Parallel tool calls",
+    "parallel_tool_calls_off": "`parallel_tool_calls: false`",
+    "tool_choice_required": "`tool_choice: required`",
+    "tool_choice_named": "`tool_choice` naming one function",
+    "tool_choice_none": "`tool_choice: none`",
+    "json_object": "`response_format: json_object`",
+    "json_schema": "`response_format: json_schema`",
+    "image_url": "Image input by https URL",
+    "image_base64": "Image input as base64 data URL",
+    "temperature": "`temperature` 0–1",
+    "temperature_above_1": "`temperature` above 1",
+    "top_p": "`top_p`",
+    "stop": "`stop` sequences",
+    "seed": "`seed`",
+    "n": "`n` > 1 (several choices)",
+    "presence_penalty": "`presence_penalty`",
+    "frequency_penalty": "`frequency_penalty`",
+    "logprobs": "`logprobs` / `top_logprobs`",
+    "user": "`user`",
+    "embeddings": "Embeddings",
+    "embeddings_dimensions": "Embeddings `dimensions`",
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter does with each feature; anything not listed is refused."""
+
+    features: Mapping[str, Support]
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    def support(self, feature: str) -> Support:
+        return self.features.get(feature, Support.REFUSED)
+
+
+def used_features(request: ChatRequest) -> dict[str, str]:
+    """The features a request uses, each with the parameter asking for it (for error messages)."""
+    used: dict[str, str] = {"chat": "messages"}
+    if request.stream:
+        used["streaming"] = "stream"
+        if request.stream_options and request.stream_options.include_usage:
+            used["stream_usage"] = "stream_options.include_usage"
+    if request.tools:
+        used["tools"] = "tools"
+    if request.parallel_tool_calls is False:
+        used["parallel_tool_calls_off"] = "parallel_tool_calls"
+    tc = request.tool_choice
+    if tc == "required":
+        used["tool_choice_required"] = "tool_choice"
+    elif tc == "none":
+        used["tool_choice_none"] = "tool_choice"
+    elif isinstance(tc, NamedToolChoice):
+        used["tool_choice_named"] = "tool_choice"
+    if request.response_format is not None and request.response_format.type != "text":
+        used[request.response_format.type] = "response_format"
+    for i, m in enumerate(request.messages):
+        if m.role in ("system", "developer"):
+            used["system_prompt"] = f"messages[{i}].role"
+        elif m.role == "tool":
+            used["tool_results"] = f"messages[{i}].role"
+        if isinstance(m.content, list):
+            for j, p in enumerate(m.content):
+                if isinstance(p, ImagePart):
+                    kind = "image_base64" if p.image_url.url.startswith("data:") else "image_url"
+                    used[kind] = f"messages[{i}].content[{j}].image_url"
+    if request.temperature is not None:
+        key = "temperature_above_1" if request.temperature > 1 else "temperature"
+        used[key] = "temperature"
+    simple = ("top_p", "seed", "presence_penalty", "frequency_penalty", "user")
+    for name in simple:
+        if getattr(request, name) is not None:
+            used[name] = name
+    if request.stop:
+        used["stop"] = "stop"
+    if request.n is not None and request.n > 1:
+        used["n"] = "n"
+    if request.logprobs or request.top_logprobs is not None:
+        used["logprobs"] = "logprobs"
+    return used
+
+
+# --- timeouts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds allowed for each phase of one attempt.
+
+    ``connect``: opening the connection. ``first_byte``: from sending until the response (or the
+    first stream event) starts. ``idle``: the longest gap between two stream events. ``total``: the
+    whole attempt. The router enforces ``first_byte``, ``idle`` and ``total`` on every adapter; the
+    adapters pass ``connect`` and a read backstop down to the HTTP client.
+    """
+
+    connect: float = 5.0
+    first_byte: float = 60.0
+    idle: float = 30.0
+    total: float = 600.0
+
+    def for_http(self) -> httpx.Timeout:
+        read = max(self.first_byte, self.idle)
+        return httpx.Timeout(connect=self.connect, read=read, write=read, pool=self.connect)
+
+
+# --- the adapter contract ---------------------------------------------------------------------
+
+
+@dataclass
+class SSEEvent:
+    event: str | None
+    data: str
+
+
+class Provider(ABC):
+    """One configured upstream (a provider entry in config) speaking one wire protocol."""
+
+    #: The ``type:`` that selects this adapter in config.
+    type: ClassVar[str]
+    #: What this adapter does with each feature of a canonical request.
+    capabilities: ClassVar[Capabilities]
+    #: Whether unknown request fields go upstream unchanged (OpenAI-compatible) or are refused.
+    passes_unknown_params: ClassVar[bool] = False
+    #: The base URL when config gives none.
+    default_base_url: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        api_key: Secret | None = None,
+        base_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        options: Mapping[str, Any] | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name or self.type
+        self.api_key = api_key
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.headers = dict(headers or {})
+        self.options = dict(options or {})
+        self._http = http
+        self._owns_http = http is None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
+
+    # -- what adapters implement --
+
+    @abstractmethod
+    async def chat(self, request: ChatRequest, timeouts: Timeouts) -> ChatResponse:
+        """One non-streamed attempt. ``request.model`` is the upstream model name."""
+
+    @abstractmethod
+    def stream(self, request: ChatRequest, timeouts: Timeouts) -> AsyncIterator[ChatChunk]:
+        """One streamed attempt. Raises :class:`errors.IncompleteStreamError` if the stream ends
+        without the protocol's terminal event."""
+
+    async def embed(self, request: EmbeddingRequest, timeouts: Timeouts) -> EmbeddingResponse:
+        raise errors.BadRequestError(
+            f"provider type {self.type!r} has no embeddings endpoint",
+            provider=self.name,
+            model=request.model,
+            param="model",
+        )
+
+    @abstractmethod
+    def map_error(
+        self, status: int, body: bytes, headers: httpx.Headers, model: str | None
+    ) -> errors.ProviderError:
+        """Turn one of this protocol's error responses into a typed error."""
+
+    def ratelimit(self, headers: httpx.Headers) -> RateLimitInfo | None:
+        """Rate-limit state from a response's headers (None when the protocol sends none)."""
+        return None
+
+    # -- shared behaviour --
+
+    def check(self, request: ChatRequest) -> None:
+        """Refuse, by name, any parameter this provider cannot honour. Never drop one silently."""
+        caps = self.capabilities
+        for feature, param in used_features(request).items():
+            if caps.support(feature) is Support.REFUSED:
+                raise errors.BadRequestError(
+                    f"{self.type} provider {self.name!r} cannot honour `{param}` "
+                    f"({FEATURES.get(feature, feature)}); remove it or route this request "
+                    f"to a model whose provider supports it (see docs/capabilities.md)",
+                    provider=self.name,
+                    model=request.model,
+                    param=param,
+                    code="unsupported_parameter",
+                )
+        extra = request.model_extra or {}
+        if extra and not self.passes_unknown_params:
+            names = ", ".join(f"`{k}`" for k in sorted(extra))
+            raise errors.BadRequestError(
+                f"{self.type} provider {self.name!r} does not support parameter(s) {names}",
+                provider=self.name,
+                model=request.model,
+                param=next(iter(sorted(extra))),
+                code="unsupported_parameter",
+            )
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+                timeout=Timeouts().for_http(),
+                follow_redirects=False,
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None and self._owns_http:
+            await self._http.aclose()
+            self._http = None
+
+    def _transport_error(self, exc: httpx.HTTPError, model: str | None) -> errors.ProviderError:
+        kind = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            phase = (
+                "connecting"
+                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+                else "reading"
+            )
+            return errors.TimeoutError(
+                f"timed out {phase} ({kind})", provider=self.name, model=model
+            )
+        return errors.ConnectionError(
+            f"connection to {self.name} failed ({kind}: {exc})", provider=self.name, model=model
+        )
+
+    def _secrets(self) -> tuple[str, ...]:
+        return (self.api_key.reveal(),) if self.api_key else ()
+
+    async def _post_json(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str],
+        timeouts: Timeouts,
+        model: str | None,
+        params: Mapping[str, str] | None = None,
+    ) -> tuple[Any, httpx.Response]:
+        """POST a JSON body; return the decoded JSON answer, or raise the mapped typed error."""
+        try:
+            resp = await self.http.post(
+                url,
+                content=orjson.dumps(body),
+                headers={"content-type": "application/json", **self.headers, **headers},
+                params=params,
+                timeout=timeouts.for_http(),
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from None
+        if resp.status_code >= 400:
+            raise self.map_error(resp.status_code, resp.content, resp.headers, model)
+        try:
+            return orjson.loads(resp.content), resp
+        except orjson.JSONDecodeError:
+            raise errors.ServerError(
+                f"{self.name} answered {resp.status_code} with a body that is not JSON",
+                provider=self.name,
+                model=model,
+                status=resp.status_code,
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def _open_stream(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str],
+        timeouts: Timeouts,
+        model: str | None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Open a streamed POST; error statuses are read and raised as typed errors."""
+        req = self.http.build_request(
+            "POST",
+            url,
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json", **self.headers, **headers},
+            params=params,
+            timeout=timeouts.for_http(),
+        )
+        try:
+            resp = await self.http.send(req, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, model) from None
+        try:
+            if resp.status_code >= 400:
+                try:
+                    content = await resp.aread()
+                except httpx.HTTPError as exc:
+                    raise self._transport_error(exc, model) from None
+                raise self.map_error(resp.status_code, content, resp.headers, model)
+            yield resp
+        finally:
+            await resp.aclose()
+
+    async def _sse(self, resp: httpx.Response, model: str | None) -> AsyncIterator[SSEEvent]:
+        """Server-sent events from a streamed response. Comment lines are skipped; a cut
+        connection becomes :class:`errors.IncompleteStreamError`."""
+        event: str | None = None
+        data: list[str] = []
+        try:
+            async for line in resp.aiter_lines():
+                if not line:
+                    if data:
+                        yield SSEEvent(event, "\n".join(data))
+                    event, data = None, []
+                    continue
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    data.append(value)
+                elif name == "event":
+                    event = value
+        except httpx.HTTPError as exc:
+            raise errors.IncompleteStreamError(
+                f"stream from {self.name} was cut ({type(exc).__name__}); the answer is incomplete",
+                provider=self.name,
+                model=model,
+            ) from None
+        if data:
+            yield SSEEvent(event, "\n".join(data))
+
+    def _incomplete(self, model: str | None, what: str) -> errors.IncompleteStreamError:
+        return errors.IncompleteStreamError(
+            f"stream from {self.name} ended without {what}; the answer is incomplete",
+            provider=self.name,
+            model=model,
+        )
+
+    def _bad_chunk(self, model: str | None, data: str) -> errors.ProviderError:
+        return errors.ServerError(
+            f"{self.name} sent a stream event that is not valid JSON: {data[:80]!r}",
+            provider=self.name,
+            model=model,
+            retryable=True,
+        )
+
+
+def loads(data: str | bytes) -> Any:
+    return orjson.loads(data)
+
+
+def error_text(body: bytes) -> tuple[Any, str]:
+    """The decoded body (or None) and a short printable message from it."""
+    try:
+        decoded = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None, body[:300].decode("utf-8", "replace").strip() or "no error message"
+    return decoded, ""
