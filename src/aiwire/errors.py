@@ -75,6 +75,8 @@ class AIWireError(Exception):
         self.code = code
         self.param = param
         self.body = body
+        #: How many attempts the router made before giving up with this error.
+        self.attempts = 1
 
     def __str__(self) -> str:
         where = "/".join(x for x in (self.provider, self.model) if x)
@@ -92,6 +94,15 @@ class AIWireError(Exception):
 
 class ConfigError(AIWireError):
     """The configuration is invalid; the message says which field and how to fix it."""
+
+
+class OutputValidationError(AIWireError):
+    """A model's structured answer still failed validation after every re-ask."""
+
+    def __init__(self, message: str, *, errors: list[str], last_output: str, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.errors = errors
+        self.last_output = last_output
 
 
 class ProviderError(AIWireError):
@@ -191,6 +202,7 @@ __all__ = [
     "ContextWindowExceededError",
     "IncompleteStreamError",
     "NotFoundError",
+    "OutputValidationError",
     "OverloadedError",
     "PermissionDeniedError",
     "ProviderError",

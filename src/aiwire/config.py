@@ -1,0 +1,223 @@
+"""The configuration file: providers, models (deployments) and router settings.
+
+::
+
+    providers:
+      openai: {type: openai, api_key: env:OPENAI_API_KEY}
+      claude: {type: anthropic, api_key: env:ANTHROPIC_API_KEY}
+    models:
+      - {name: gpt-4o-mini, provider: openai, model: gpt-4o-mini-2024-07-18}
+      - {name: smart, provider: claude, model: claude-sonnet-4-5, fallbacks: [gpt-4o-mini]}
+    router: {retries: 2, timeout: 60}
+
+Secrets are references (``env:NAME``, ``file:/path``); a literal key is refused. Validation errors
+name the file, line and field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aiwire.errors import ConfigError
+from aiwire.secrets import Secret, is_reference, resolve
+
+#: The environment variable each provider type reads when config names no key.
+STANDARD_KEY_VARS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "azure": ("AZURE_OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    type: str
+    #: ``env:NAME`` / ``file:/path`` in files; code may also pass a :class:`Secret` directly.
+    api_key: str | Secret | None = None
+    base_url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_version: str | None = None
+    organization: str | None = None
+    project: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("api_key")
+    @classmethod
+    def _reference_only(cls, value: str | Secret | None) -> str | Secret | None:
+        if isinstance(value, str) and not is_reference(value):
+            raise ValueError(
+                "a literal key in a config file is refused; write env:NAME (and export NAME) "
+                "or file:/path/to/key"
+            )
+        return value
+
+    def key(self, name: str) -> Secret | None:
+        """Resolve the key at start-up; a missing one fails naming the variable."""
+        if isinstance(self.api_key, Secret):
+            return self.api_key
+        if self.api_key is not None:
+            return resolve(self.api_key, field=f"providers.{name}.api_key")
+        if self.base_url is not None:
+            # A custom server (vLLM, Ollama, ...) must not receive the official API's key.
+            return None
+        for var in STANDARD_KEY_VARS.get(self.type, ()):
+            if os.environ.get(var):
+                return resolve(f"env:{var}", field=f"providers.{name}.api_key")
+        wanted = STANDARD_KEY_VARS.get(self.type)
+        if wanted:
+            raise ConfigError(
+                f"providers.{name}: no API key: set {wanted[0]} or give api_key: env:NAME"
+            )
+        return None
+
+    def adapter_options(self) -> dict[str, Any]:
+        opts = dict(self.options)
+        for field in ("api_version", "organization", "project"):
+            value = getattr(self, field)
+            if value is not None:
+                opts[field] = value
+        return opts
+
+
+class DeploymentConfig(_Strict):
+    """One entry of ``models``: a name clients ask for, served by one provider's model."""
+
+    name: str
+    provider: str
+    model: str
+    weight: float = Field(default=1.0, gt=0)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    fallbacks: list[str] = Field(default_factory=list)
+    context_window_fallbacks: list[str] = Field(default_factory=list)
+    timeout: float | None = Field(default=None, gt=0)
+    first_byte_timeout: float | None = Field(default=None, gt=0)
+    idle_timeout: float | None = Field(default=None, gt=0)
+
+
+class RouterConfig(_Strict):
+    retries: int = Field(default=2, ge=0, le=10)
+    timeout: float = Field(default=600.0, gt=0, description="total seconds for one attempt")
+    connect_timeout: float = Field(default=5.0, gt=0)
+    first_byte_timeout: float = Field(default=60.0, gt=0)
+    idle_timeout: float = Field(default=30.0, gt=0)
+    backoff_base: float = Field(default=0.5, ge=0)
+    backoff_max: float = Field(default=8.0, ge=0)
+    max_retry_after: float = Field(
+        default=60.0, ge=0, description="longer server-requested waits go to the next fallback"
+    )
+    cooldown_failures: int = Field(default=3, ge=1)
+    cooldown_seconds: float = Field(default=30.0, ge=0)
+    strategy: Literal["least_inflight", "weighted"] = "least_inflight"
+
+
+class Config(_Strict):
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: list[DeploymentConfig] = Field(default_factory=list)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    server: dict[str, Any] = Field(default_factory=dict)
+
+    def model_post_init(self, context: Any) -> None:
+        for i, dep in enumerate(self.models):
+            if dep.provider not in self.providers:
+                known = ", ".join(sorted(self.providers)) or "none"
+                raise ConfigError(
+                    f"models[{i}] ({dep.name}): provider {dep.provider!r} is not defined "
+                    f"under providers (defined: {known})"
+                )
+        names = {d.name for d in self.models}
+        for i, dep in enumerate(self.models):
+            for fb in (*dep.fallbacks, *dep.context_window_fallbacks):
+                if fb not in names:
+                    raise ConfigError(
+                        f"models[{i}] ({dep.name}): fallback {fb!r} is not a model name"
+                    )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, source, None)) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Config:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            node = yaml.compose(text)
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping (providers:, models:)")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, str(path), node)) from None
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from None
+
+
+def _describe(exc: ValidationError, source: str, node: yaml.Node | None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        dotted = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(
+            ".[", "["
+        )
+        line = _line_of(node, loc) if node is not None else None
+        where = f"{source}:{line}" if line else source
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {dotted or '(top level)'}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                break
+            node = match
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def config_from_env() -> Config:
+    """A configuration with every provider whose standard key variable is set, each offering
+    a few well-known models under their own names."""
+    defaults = {
+        "openai": ("OPENAI_API_KEY", ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]),
+        "anthropic": ("ANTHROPIC_API_KEY", ["claude-sonnet-4-5", "claude-haiku-4-5"]),
+        "gemini": ("GEMINI_API_KEY", ["gemini-2.5-flash", "gemini-2.5-pro"]),
+    }
+    providers: dict[str, ProviderConfig] = {}
+    models: list[DeploymentConfig] = []
+    for ptype, (var, names) in defaults.items():
+        if os.environ.get(var):
+            providers[ptype] = ProviderConfig(type=ptype, api_key=f"env:{var}")
+            models += [DeploymentConfig(name=n, provider=ptype, model=n) for n in names]
+    return Config(providers=providers, models=models)

@@ -1,0 +1,269 @@
+"""OpenAI Chat Completions and Embeddings, for OpenAI itself, every OpenAI-compatible server
+(vLLM, Ollama ``/v1``, Groq, Together, DeepSeek, Mistral, ...) and Azure OpenAI.
+
+The canonical types already are OpenAI's shape, so translation is mostly serialisation; the work
+here is error mapping, stream integrity (a stream is complete only at ``data: [DONE]``) and the
+Azure URL/auth differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from aiwire import errors
+from aiwire.providers.base import (
+    FEATURES,
+    Capabilities,
+    Provider,
+    Support,
+    Timeouts,
+    error_text,
+)
+from aiwire.ratelimit import RateLimitInfo, parse_openai_headers, parse_retry_after
+from aiwire.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+)
+
+_ALL_SUPPORTED = Capabilities(features={name: Support.SUPPORTED for name in FEATURES})
+
+# Error `code`/`type` values that change the class a status alone would give.
+_CODE_CLASSES: dict[str, type[errors.ProviderError]] = {
+    "context_length_exceeded": errors.ContextWindowExceededError,
+    "string_above_max_length": errors.ContextWindowExceededError,
+    "content_filter": errors.ContentFilteredError,
+    "content_policy_violation": errors.ContentFilteredError,
+    "invalid_api_key": errors.AuthenticationError,
+    "model_not_found": errors.NotFoundError,
+}
+# 429s that retrying cannot fix: the account is out of money, not out of rate.
+_NOT_RETRYABLE_CODES = {"insufficient_quota", "billing_hard_limit_reached"}
+
+
+class OpenAIProvider(Provider):
+    """OpenAI and OpenAI-compatible servers. ``base_url`` includes ``/v1``, as in the SDK."""
+
+    type = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    capabilities = _ALL_SUPPORTED
+    passes_unknown_params = True
+
+    # -- URLs and auth (Azure overrides these) --
+
+    def _url(self, model: str, endpoint: str) -> str:
+        return f"{self.base_url}/{endpoint}"
+
+    def _params(self) -> dict[str, str] | None:
+        return None
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key.reveal()}"
+        if org := self.options.get("organization"):
+            headers["openai-organization"] = str(org)
+        if project := self.options.get("project"):
+            headers["openai-project"] = str(project)
+        return headers
+
+    def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        body = request.model_dump(exclude_none=True, by_alias=True)
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        if stream:
+            body["stream"] = True
+            # Always ask for usage: it is what gets billed, and a stream has no other source.
+            if self.options.get("stream_usage", True):
+                body["stream_options"] = {"include_usage": True}
+        return body
+
+    # -- calls --
+
+    async def chat(self, request: ChatRequest, timeouts: Timeouts) -> ChatResponse:
+        self.check(request)
+        data, resp = await self._post_json(
+            self._url(request.model, "chat/completions"),
+            self._body(request, stream=False),
+            headers=self._auth_headers(),
+            params=self._params(),
+            timeouts=timeouts,
+            model=request.model,
+        )
+        if isinstance(data, dict) and data.get("error"):
+            raise self._error_from_body(data, resp.status_code, resp.headers, request.model)
+        try:
+            out = ChatResponse.model_validate(data)
+        except ValueError:
+            raise errors.ServerError(
+                f"{self.name} answered with a body that is not a chat completion",
+                provider=self.name,
+                model=request.model,
+            ) from None
+        out.provider = self.name
+        out.request_id = _request_id(resp.headers)
+        out.ratelimit = self.ratelimit(resp.headers)
+        return out
+
+    async def stream(self, request: ChatRequest, timeouts: Timeouts) -> AsyncIterator[ChatChunk]:
+        self.check(request)
+        model = request.model
+        async with self._open_stream(
+            self._url(model, "chat/completions"),
+            self._body(request, stream=True),
+            headers=self._auth_headers(),
+            params=self._params(),
+            timeouts=timeouts,
+            model=model,
+        ) as resp:
+            ratelimit = self.ratelimit(resp.headers)
+            async for event in self._sse(resp, model):
+                if event.data.startswith("[DONE]"):
+                    return
+                try:
+                    payload = orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    raise self._bad_chunk(model, event.data) from None
+                if isinstance(payload, dict) and payload.get("error"):
+                    raise self._error_from_body(payload, 200, resp.headers, model)
+                try:
+                    chunk = ChatChunk.model_validate(payload)
+                except ValueError:
+                    raise self._bad_chunk(model, event.data) from None
+                chunk.provider = self.name
+                chunk.ratelimit = ratelimit
+                ratelimit = None  # reported once, on the first chunk
+                yield chunk
+        raise self._incomplete(model, "data: [DONE]")
+
+    async def embed(self, request: EmbeddingRequest, timeouts: Timeouts) -> EmbeddingResponse:
+        body = request.model_dump(exclude_none=True)
+        # Always fetch floats upstream; the gateway re-encodes for clients that asked for base64.
+        body.pop("encoding_format", None)
+        data, resp = await self._post_json(
+            self._url(request.model, "embeddings"),
+            body,
+            headers=self._auth_headers(),
+            params=self._params(),
+            timeouts=timeouts,
+            model=request.model,
+        )
+        try:
+            out = EmbeddingResponse.model_validate(data)
+        except ValueError:
+            raise errors.ServerError(
+                f"{self.name} answered with a body that is not an embeddings list",
+                provider=self.name,
+                model=request.model,
+            ) from None
+        out.provider = self.name
+        out.ratelimit = self.ratelimit(resp.headers)
+        return out
+
+    # -- errors and limits --
+
+    def ratelimit(self, headers: httpx.Headers) -> RateLimitInfo | None:
+        info = parse_openai_headers(headers)
+        return None if info.empty else info
+
+    def map_error(
+        self, status: int, body: bytes, headers: httpx.Headers, model: str | None
+    ) -> errors.ProviderError:
+        decoded, text = error_text(body)
+        if isinstance(decoded, dict):
+            return self._error_from_body(decoded, status, headers, model)
+        return self._make_error(status, text or f"HTTP {status}", None, None, None, headers, model)
+
+    def _error_from_body(
+        self, body: dict[str, Any], status: int, headers: httpx.Headers, model: str | None
+    ) -> errors.ProviderError:
+        err = body.get("error")
+        if isinstance(err, str):  # some compatible servers send {"error": "message"}
+            return self._make_error(status, err, None, None, body, headers, model)
+        if not isinstance(err, dict):
+            err = body
+        message = str(err.get("message") or f"HTTP {status}")
+        code = err.get("code")
+        code = str(code) if code is not None else None
+        etype = err.get("type")
+        param = err.get("param")
+        if status == 200:  # an error event inside a stream: classify by its own fields
+            status = _status_of(err)
+        return self._make_error(
+            status, message, code or (str(etype) if etype else None), param, body, headers, model
+        )
+
+    def _make_error(
+        self,
+        status: int,
+        message: str,
+        code: str | None,
+        param: Any,
+        body: Any,
+        headers: httpx.Headers,
+        model: str | None,
+    ) -> errors.ProviderError:
+        cls = _CODE_CLASSES.get(code or "") or errors.error_for_status(status)
+        retryable: bool | None = None
+        if code in _NOT_RETRYABLE_CODES:
+            retryable = False
+        should_retry = headers.get("x-should-retry")
+        if should_retry in ("true", "false"):
+            retryable = should_retry == "true"
+        return cls(
+            message,
+            status=status,
+            provider=self.name,
+            model=model,
+            request_id=_request_id(headers),
+            retryable=retryable,
+            retry_after=parse_retry_after(headers),
+            code=code,
+            param=str(param) if param is not None else None,
+            body=body,
+        )
+
+
+class AzureOpenAIProvider(OpenAIProvider):
+    """Azure OpenAI: ``{base_url}/openai/deployments/{deployment}/...?api-version=...`` with an
+    ``api-key`` header. The model name configured for a deployment is the Azure deployment name."""
+
+    type = "azure"
+    default_base_url = ""
+
+    def _url(self, model: str, endpoint: str) -> str:
+        if not self.base_url:
+            raise errors.ConfigError(
+                f"provider {self.name!r} (type azure) needs base_url, e.g. "
+                "https://my-resource.openai.azure.com"
+            )
+        return f"{self.base_url}/openai/deployments/{model}/{endpoint}"
+
+    def _params(self) -> dict[str, str]:
+        return {"api-version": str(self.options.get("api_version", "2024-10-21"))}
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"api-key": self.api_key.reveal()} if self.api_key else {}
+
+
+def _request_id(headers: httpx.Headers) -> str | None:
+    value = headers.get("x-request-id") or headers.get("apim-request-id")
+    return str(value) if value else None
+
+
+def _status_of(err: dict[str, Any]) -> int:
+    """A status for an error that arrived inside a 200 stream, from its type/code."""
+    kind = str(err.get("type") or err.get("code") or "")
+    if "rate_limit" in kind or kind in ("requests", "tokens"):
+        return 429
+    if "overloaded" in kind:
+        return 503
+    if "invalid_request" in kind:
+        return 400
+    return 500

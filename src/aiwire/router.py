@@ -1,0 +1,426 @@
+"""The router: the one place that decides where a request goes, and what happens when it fails.
+
+A model name maps to one or more deployments (provider + upstream model). For each request the
+router picks a healthy deployment (least in-flight or weighted), enforces the attempt's timeouts,
+retries retryable errors with exponential backoff and full jitter (waiting at least the
+``retry_after`` the provider asked for), moves on to configured fallbacks, and keeps a circuit
+breaker per deployment. A stream is never retried once its first chunk has been yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from aiwire import errors
+from aiwire.config import Config, DeploymentConfig, RouterConfig
+from aiwire.providers.base import Provider, Timeouts
+from aiwire.providers.registry import provider_class
+from aiwire.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+
+log = logging.getLogger("aiwire.router")
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One upstream serving a model name, with its health state."""
+
+    name: str
+    provider: Provider
+    model: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    weight: float = 1.0
+    fallbacks: list[str] = field(default_factory=list)
+    context_window_fallbacks: list[str] = field(default_factory=list)
+    rpm: int | None = None
+    tpm: int | None = None
+
+    inflight: int = 0
+    consecutive_failures: int = 0
+    open_until: float = 0.0  # circuit open (cooling down) until this monotonic time
+    probing: bool = False  # a half-open probe is in flight
+    rate_limited_until: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.provider.name}/{self.model}"
+
+    def state(self, now: float) -> str:
+        if self.consecutive_failures == 0 or self.open_until == 0.0:
+            return "closed"
+        return "open" if now < self.open_until else "half-open"
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """What one attempt did; observers (logs, metrics) subscribe with ``Router.on_attempt``."""
+
+    model: str
+    deployment: str
+    attempt: int
+    error: errors.ProviderError | None
+    waited: float
+    fallback: bool
+
+
+class Router:
+    def __init__(
+        self,
+        deployments: list[Deployment],
+        settings: RouterConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings or RouterConfig()
+        self._by_name: dict[str, list[Deployment]] = {}
+        for d in deployments:
+            self._by_name.setdefault(d.name, []).append(d)
+        self._providers = {id(d.provider): d.provider for d in deployments}
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.on_attempt: list[Callable[[AttemptEvent], None]] = []
+
+    # -- construction --
+
+    @classmethod
+    def from_config(cls, config: Config) -> Router:
+        providers: dict[str, Provider] = {}
+        for pname, pconf in config.providers.items():
+            adapter = provider_class(pconf.type)
+            providers[pname] = adapter(
+                name=pname,
+                api_key=pconf.key(pname),
+                base_url=pconf.base_url,
+                headers=pconf.headers,
+                options=pconf.adapter_options(),
+            )
+        deployments = [_deployment(d, providers[d.provider], config.router) for d in config.models]
+        return cls(deployments, config.router)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def deployments(self, name: str | None = None) -> list[Deployment]:
+        if name is None:
+            return [d for ds in self._by_name.values() for d in ds]
+        return list(self._by_name.get(name, []))
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            await p.aclose()
+
+    # -- the three operations --
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        async def once(dep: Deployment) -> ChatResponse:
+            req = _for_deployment(request, dep)
+            async with _deadline(dep.timeouts.total, dep):
+                resp = await dep.provider.chat(req, dep.timeouts)
+            resp.deployment = dep.id
+            return resp
+
+        return await self._run(request.model, once)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        async def once(dep: Deployment) -> EmbeddingResponse:
+            req = request.model_copy(update={"model": dep.model})
+            async with _deadline(dep.timeouts.total, dep):
+                resp = await dep.provider.embed(req, dep.timeouts)
+            resp.deployment = dep.id
+            return resp
+
+        return await self._run(request.model, once)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        plan = _Plan(self, request.model)
+        while (dep := await plan.next()) is not None:
+            yielded = False
+            chunks = dep.provider.stream(_for_deployment(request, dep), dep.timeouts)
+            dep.inflight += 1
+            try:
+                deadline = self._clock() + dep.timeouts.total
+                while True:
+                    gap = dep.timeouts.idle if yielded else dep.timeouts.first_byte
+                    left = deadline - self._clock()
+                    try:
+                        async with _deadline(
+                            min(gap, left), dep, "first chunk" if not yielded else "next chunk"
+                        ):
+                            chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    chunk.deployment = dep.id
+                    yielded = True
+                    yield chunk
+            except errors.ProviderError as exc:
+                if yielded:
+                    # Never retry once the caller has seen part of an answer.
+                    self._record(dep, exc)
+                    raise
+                plan.failed(dep, exc)
+                continue
+            finally:
+                dep.inflight -= 1
+                closer = getattr(chunks, "aclose", None)
+                if closer is not None:
+                    await closer()
+            plan.succeeded(dep)
+            return
+        raise plan.exhausted()
+
+    # -- internals --
+
+    async def _run(self, model: str, once: Callable[[Deployment], Awaitable[T]]) -> T:
+        plan = _Plan(self, model)
+        while (dep := await plan.next()) is not None:
+            dep.inflight += 1
+            try:
+                result = await once(dep)
+            except errors.ProviderError as exc:
+                plan.failed(dep, exc)
+                continue
+            finally:
+                dep.inflight -= 1
+            plan.succeeded(dep)
+            return result
+        raise plan.exhausted()
+
+    def _pick(self, name: str, avoid: Deployment | None) -> Deployment | None:
+        now = self._clock()
+        candidates = []
+        for d in self._by_name[name]:
+            state = d.state(now)
+            if state == "open" or (state == "half-open" and d.probing):
+                continue
+            candidates.append(d)
+        if not candidates:
+            return None
+        fresh = [d for d in candidates if d.rate_limited_until <= now]
+        candidates = fresh or candidates
+        if avoid is not None and len(candidates) > 1:
+            candidates = [d for d in candidates if d is not avoid] or candidates
+        if len(candidates) == 1:
+            chosen = candidates[0]
+        elif self.settings.strategy == "weighted":
+            chosen = self._rng.choices(candidates, weights=[d.weight for d in candidates])[0]
+        else:
+            low = min(d.inflight / d.weight for d in candidates)
+            best = [d for d in candidates if d.inflight / d.weight == low]
+            chosen = self._rng.choices(best, weights=[d.weight for d in best])[0]
+        if chosen.state(now) == "half-open":
+            chosen.probing = True
+        return chosen
+
+    def _record(self, dep: Deployment, exc: errors.ProviderError | None) -> None:
+        """Update a deployment's health after an attempt."""
+        dep.probing = False
+        if exc is None:
+            dep.consecutive_failures = 0
+            dep.open_until = 0.0
+            return
+        if isinstance(exc, errors.RateLimitError):
+            # Rate-limited is not unhealthy: steer new requests elsewhere for the asked time.
+            wait = exc.retry_after if exc.retry_after is not None else 1.0
+            dep.rate_limited_until = self._clock() + wait
+            return
+        if isinstance(exc, errors.BadRequestError | errors.NotFoundError):
+            return  # the request's fault, not the deployment's
+        dep.consecutive_failures += 1
+        if dep.consecutive_failures >= self.settings.cooldown_failures:
+            dep.open_until = self._clock() + self.settings.cooldown_seconds
+            log.warning(
+                "deployment %s cooling down for %.0fs after %d consecutive failures (%s)",
+                dep.id,
+                self.settings.cooldown_seconds,
+                dep.consecutive_failures,
+                type(exc).__name__,
+            )
+
+    def _backoff(self, retry_number: int, retry_after: float | None) -> float:
+        """Full jitter: uniform(0, min(max, base * 2**n)), but never less than retry_after."""
+        s = self.settings
+        ceiling = min(s.backoff_max, s.backoff_base * (2**retry_number))
+        delay = self._rng.uniform(0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    def _emit(self, event: AttemptEvent) -> None:
+        for fn in self.on_attempt:
+            try:
+                fn(event)
+            except Exception:  # an observer must never break a request
+                log.exception("attempt observer failed")
+
+
+class _Plan:
+    """The sequence of attempts for one request: retries on a model name, then its fallbacks."""
+
+    def __init__(self, router: Router, model: str) -> None:
+        if model not in router._by_name:
+            known = ", ".join(router.names) or "none configured"
+            raise errors.NotFoundError(
+                f"model {model!r} is not configured; known models: {known}",
+                model=model,
+                code="model_not_found",
+                param="model",
+            )
+        self.router = router
+        self.requested = model
+        self.queue: list[str] = [model]
+        self.seen = {model}
+        self.name = model
+        self.retries_used = 0
+        self.attempt = 0
+        self.delay = 0.0
+        self.last_error: errors.ProviderError | None = None
+        self.last_dep: Deployment | None = None
+
+    async def next(self) -> Deployment | None:
+        r = self.router
+        while self.queue:
+            self.name = self.queue[0]
+            if self.delay > 0:
+                await r._sleep(self.delay)
+            waited, self.delay = self.delay, 0.0
+            dep = r._pick(self.name, self.last_dep)
+            if dep is None:
+                self.last_error = errors.OverloadedError(
+                    f"every deployment of {self.name!r} is cooling down after failures",
+                    model=self.name,
+                    code="deployments_cooling_down",
+                )
+                self._next_name()
+                continue
+            self.attempt += 1
+            self._waited = waited
+            return dep
+        return None
+
+    def _next_name(self) -> None:
+        name = self.queue.pop(0)
+        self.retries_used = 0
+        self.last_dep = None
+        if name == self.requested or not self.queue:
+            for fb in self._fallbacks_of(name):
+                if fb not in self.seen:
+                    self.seen.add(fb)
+                    self.queue.append(fb)
+
+    def _fallbacks_of(self, name: str, attr: str = "fallbacks") -> list[str]:
+        out: list[str] = []
+        for d in self.router._by_name.get(name, []):
+            for fb in getattr(d, attr):
+                if fb not in out and fb in self.router._by_name:
+                    out.append(fb)
+        return out
+
+    def succeeded(self, dep: Deployment) -> None:
+        self.router._record(dep, None)
+        self.router._emit(
+            AttemptEvent(
+                self.requested,
+                dep.id,
+                self.attempt,
+                None,
+                self._waited,
+                self.name != self.requested,
+            )
+        )
+
+    def failed(self, dep: Deployment, exc: errors.ProviderError) -> None:
+        """Record a failure and plan what comes next; re-raise when nothing should."""
+        r = self.router
+        r._record(dep, exc)
+        r._emit(
+            AttemptEvent(
+                self.requested, dep.id, self.attempt, exc, self._waited, self.name != self.requested
+            )
+        )
+        self.last_error = exc
+        self.last_dep = dep
+        if isinstance(exc, errors.ContextWindowExceededError):
+            bigger = [
+                m
+                for m in self._fallbacks_of(self.name, "context_window_fallbacks")
+                if m not in self.seen
+            ]
+            if not bigger:
+                raise exc
+            self.seen.update(bigger)
+            self.queue = bigger + self.queue[1:]
+            self.retries_used = 0
+            self.last_dep = None
+            return
+        if not exc.retryable:
+            raise exc
+        too_long = exc.retry_after is not None and exc.retry_after > r.settings.max_retry_after
+        if self.retries_used < r.settings.retries and not too_long:
+            self.delay = r._backoff(self.retries_used, exc.retry_after)
+            self.retries_used += 1
+            log.info(
+                "retrying %s after %s from %s in %.2fs",
+                self.name,
+                type(exc).__name__,
+                dep.id,
+                self.delay,
+            )
+            return
+        self._next_name()
+
+    def exhausted(self) -> errors.ProviderError:
+        exc = self.last_error or errors.ServerError("no attempt was made", model=self.requested)
+        exc.attempts = self.attempt
+        return exc
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _deployment(d: DeploymentConfig, provider: Provider, rc: RouterConfig) -> Deployment:
+    timeouts = Timeouts(
+        connect=rc.connect_timeout,
+        first_byte=d.first_byte_timeout or rc.first_byte_timeout,
+        idle=d.idle_timeout or rc.idle_timeout,
+        total=d.timeout or rc.timeout,
+    )
+    return Deployment(
+        name=d.name,
+        provider=provider,
+        model=d.model,
+        timeouts=timeouts,
+        weight=d.weight,
+        fallbacks=list(d.fallbacks),
+        context_window_fallbacks=list(d.context_window_fallbacks),
+        rpm=d.rpm,
+        tpm=d.tpm,
+    )
+
+
+def _for_deployment(request: ChatRequest, dep: Deployment) -> ChatRequest:
+    return request.model_copy(update={"model": dep.model})
+
+
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float, dep: Deployment, what: str = "response") -> AsyncIterator[None]:
+    """Turn a lapsed deadline into aiwire's typed, retryable TimeoutError."""
+    try:
+        async with asyncio.timeout(max(seconds, 0.0)):
+            yield
+    except TimeoutError:
+        raise errors.TimeoutError(
+            f"no {what} from {dep.provider.name} within {seconds:.3g}s",
+            provider=dep.provider.name,
+            model=dep.model,
+        ) from None
