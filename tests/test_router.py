@@ -64,7 +64,9 @@ class Scripted(Provider):
         if isinstance(out, Exception):
             raise out
         for word in out.split():
-            yield ChatChunk(id="c", model=request.model, choices=[ChunkChoice(delta=Delta(content=word))])
+            yield ChatChunk(
+                id="c", model=request.model, choices=[ChunkChoice(delta=Delta(content=word))]
+            )
             if self.chunk_gap:
                 await asyncio.sleep(self.chunk_gap)
             if self.fail_after_chunks is not None:
@@ -89,7 +91,9 @@ class Sleeps:
 
 def dep(name: str, provider: Provider, **kw: Any) -> Deployment:
     timeouts = kw.pop("timeouts", Timeouts(first_byte=5, idle=5, total=10))
-    return Deployment(name=name, provider=provider, model=f"{provider.name}-model", timeouts=timeouts, **kw)
+    return Deployment(
+        name=name, provider=provider, model=f"{provider.name}-model", timeouts=timeouts, **kw
+    )
 
 
 def req(model: str = "m", **kw: Any) -> ChatRequest:
@@ -127,8 +131,9 @@ async def test_non_retryable_errors_are_not_retried() -> None:
         errors.RateLimitError("quota", retryable=False),
     ):
         p = Scripted("p", [exc, "never"])
-        router = Router([dep("m", p, fallbacks=["other"]), dep("other", Scripted("q", []))],
-                        sleep=Sleeps())
+        router = Router(
+            [dep("m", p, fallbacks=["other"]), dep("other", Scripted("q", []))], sleep=Sleeps()
+        )
         with pytest.raises(type(exc)):
             await router.chat(req())
         assert p.calls == 1
@@ -156,8 +161,11 @@ async def test_long_retry_after_goes_straight_to_fallback() -> None:
     primary = Scripted("primary", [rate_limited(3600)])
     backup = Scripted("backup", ["ok"])
     sleeps = Sleeps()
-    router = Router([dep("m", primary, fallbacks=["b"]), dep("b", backup)],
-                    RouterConfig(max_retry_after=60), sleep=sleeps)
+    router = Router(
+        [dep("m", primary, fallbacks=["b"]), dep("b", backup)],
+        RouterConfig(max_retry_after=60),
+        sleep=sleeps,
+    )
     await router.chat(req())
     assert primary.calls == 1 and backup.calls == 1
     assert sleeps.calls == []
@@ -229,8 +237,9 @@ async def test_hang_is_cut_by_first_byte_timeout_in_streams() -> None:
 async def test_idle_gap_timeout_mid_stream() -> None:
     p = Scripted("p", ["a b c"])
     p.chunk_gap = 1.0
-    router = Router([dep("m", p, timeouts=Timeouts(first_byte=5, idle=0.1, total=10))],
-                    RouterConfig(retries=0))
+    router = Router(
+        [dep("m", p, timeouts=Timeouts(first_byte=5, idle=0.1, total=10))], RouterConfig(retries=0)
+    )
     got = []
     with pytest.raises(errors.TimeoutError, match="next chunk"):
         async for chunk in router.stream(req()):
@@ -281,8 +290,11 @@ async def test_every_deployment_cooling_down_falls_back() -> None:
     now = [0.0]
     p = Scripted("p", [])
     backup = Scripted("backup", ["backup"])
-    router = Router([dep("m", p, fallbacks=["b"]), dep("b", backup)],
-                    RouterConfig(cooldown_failures=1), clock=lambda: now[0])
+    router = Router(
+        [dep("m", p, fallbacks=["b"]), dep("b", backup)],
+        RouterConfig(cooldown_failures=1),
+        clock=lambda: now[0],
+    )
     router._record(router.deployments("m")[0], errors.ServerError("x"))
     assert (await router.chat(req())).text == "backup"
     assert p.calls == 0

@@ -221,3 +221,25 @@ def config_from_env() -> Config:
             providers[ptype] = ProviderConfig(type=ptype, api_key=f"env:{var}")
             models += [DeploymentConfig(name=n, provider=ptype, model=n) for n in names]
     return Config(providers=providers, models=models)
+
+
+#: Model names the built-in simulator serves, with the provider protocol behind each.
+SIMULATOR_MODELS: list[tuple[str, str, str]] = [
+    ("sim-gpt", "sim-openai", "gpt-4o-mini"),
+    ("sim-claude", "sim-anthropic", "claude-sonnet-4-5"),
+    ("sim-gemini", "sim-gemini", "gemini-2.5-flash"),
+    ("sim-embed", "sim-openai", "text-embedding-3-small"),
+    ("sim-gemini-embed", "sim-gemini", "text-embedding-004"),
+]
+
+
+def simulator_config(url: str, **router: Any) -> Config:
+    """A configuration that reaches the built-in simulator at ``url`` over all three protocols."""
+    key = Secret("sim-key", "simulator")
+    providers = {
+        "sim-openai": ProviderConfig(type="openai", base_url=f"{url}/v1", api_key=key),
+        "sim-anthropic": ProviderConfig(type="anthropic", base_url=url, api_key=key),
+        "sim-gemini": ProviderConfig(type="gemini", base_url=url, api_key=key),
+    }
+    models = [DeploymentConfig(name=n, provider=p, model=m) for n, p, m in SIMULATOR_MODELS]
+    return Config(providers=providers, models=models, router=RouterConfig(**router))

@@ -1,0 +1,231 @@
+"""The ``aiwire`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aiwire import errors
+from aiwire.config import Config, config_from_env, simulator_config
+
+app = typer.Typer(
+    name="aiwire",
+    help="Connect applications to AI model APIs: one request format, retries, fallbacks, limits.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $AIWIRE_CONFIG, then ./aiwire.yaml, then provider keys "
+        "found in the environment).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+SimOpt = Annotated[
+    bool,
+    typer.Option("--simulator", help="Start the built-in simulator and use its sim-* models."),
+]
+
+
+def _load(config: Path | None) -> Config:
+    if config is not None:
+        return Config.from_file(config)
+    if env := os.environ.get("AIWIRE_CONFIG"):
+        return Config.from_file(env)
+    if Path("aiwire.yaml").exists():
+        return Config.from_file("aiwire.yaml")
+    return config_from_env()
+
+
+@contextlib.contextmanager
+def _config(config: Path | None, simulator: bool) -> Iterator[Config]:
+    """The config to use, with a simulator running for the duration when asked."""
+    if not simulator:
+        yield _load(config)
+        return
+    from aiwire.simulator import SimulatorConfig, SimulatorServer
+
+    with SimulatorServer(SimulatorConfig(tokens_per_second=40)) as sim:
+        yield simulator_config(sim.url)
+
+
+@contextlib.contextmanager
+def _friendly_errors() -> Iterator[None]:
+    try:
+        yield
+    except errors.AIWireError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask. Use - to read it from stdin.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name from the config.")],
+    system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Cap on output tokens.")] = None,
+    no_stream: Annotated[
+        bool, typer.Option("--no-stream", help="Wait for the whole answer.")
+    ] = False,
+    config: ConfigOpt = None,
+    simulator: SimOpt = False,
+) -> None:
+    """Send one prompt and stream the answer to the terminal.
+
+    Example: aiwire chat "Summarise our refund policy" -m gpt-4o-mini
+    Offline: aiwire chat "hello" -m sim-claude --simulator
+    """
+    from aiwire.client import AsyncClient
+
+    text = sys.stdin.read() if prompt == "-" else prompt
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": text}
+    ]
+    params = {
+        k: v
+        for k, v in {"temperature": temperature, "max_tokens": max_tokens}.items()
+        if v is not None
+    }
+
+    async def run(cfg: Config) -> None:
+        async with AsyncClient(cfg) as client:
+            if no_stream:
+                resp = await client.chat(model, messages, **params)
+                console.print(resp.text, markup=False, highlight=False)
+                usage = resp.usage
+            else:
+                usage = None
+                async for chunk in client.stream(model, messages, **params):
+                    console.print(chunk.text, end="", markup=False, highlight=False)
+                    usage = chunk.usage or usage
+                console.print()
+            if usage is not None:
+                err_console.print(
+                    f"[dim]{usage.input_tokens} in / {usage.output_tokens} out tokens[/]"
+                )
+
+    with _friendly_errors(), _config(config, simulator) as cfg:
+        asyncio.run(run(cfg))
+
+
+@app.command()
+def models(config: ConfigOpt = None, simulator: SimOpt = False) -> None:
+    """List the model names clients can ask for and the deployments behind each.
+
+    Example: aiwire models -c aiwire.yaml
+    """
+    from aiwire.router import Router
+
+    with _friendly_errors(), _config(config, simulator) as cfg:
+        router = Router.from_config(cfg)
+        if not router.names:
+            err_console.print(
+                "No models configured. Give a config file (-c), export OPENAI_API_KEY / "
+                "ANTHROPIC_API_KEY / GEMINI_API_KEY, or try --simulator."
+            )
+            raise typer.Exit(1)
+        table = Table(title="Models")
+        for col in ("name", "provider", "type", "upstream model", "weight", "fallbacks"):
+            table.add_column(col)
+        for d in router.deployments():
+            table.add_row(
+                d.name,
+                d.provider.name,
+                d.provider.type,
+                d.model,
+                f"{d.weight:g}",
+                ", ".join(d.fallbacks) or "-",
+            )
+        console.print(table)
+
+
+@app.command()
+def simulate(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    tokens_per_second: Annotated[
+        float, typer.Option(help="Streaming speed; 0 sends as fast as possible.")
+    ] = 50.0,
+) -> None:
+    """Run the provider simulator: OpenAI, Anthropic and Gemini protocols, offline.
+
+    Example: aiwire simulate --port 8787, then point any SDK at it, e.g.
+    OpenAI(base_url="http://127.0.0.1:8787/v1", api_key="x"). Inject faults per request with the
+    header x-aiwire-sim-fault: 429;retry_after=2 (also 500, 503, 529, 401, hang, drop, malformed).
+    """
+    from aiwire.simulator import SimulatorConfig
+    from aiwire.simulator.server import run
+
+    console.print(
+        f"aiwire simulator on http://{host}:{port}  "
+        f"(OpenAI: /v1, Anthropic: /v1/messages, Gemini: /v1beta/models)"
+    )
+    run(host, port, SimulatorConfig(tokens_per_second=tokens_per_second))
+
+
+@app.command()
+def demo(
+    fast: Annotated[bool, typer.Option(help="Skip the typing effect of streamed text.")] = False,
+) -> None:
+    """A tour of aiwire, offline: one request format for three provider protocols, streaming,
+    tool calls, structured extraction, a retried 429 and a fallback, all against the simulator.
+
+    Example: aiwire demo
+    """
+    from aiwire.demo import run_demo
+
+    with _friendly_errors():
+        run_demo(console, fast=fast)
+
+
+@app.command()
+def capabilities(
+    markdown: Annotated[
+        bool, typer.Option(help="Print the Markdown for docs/capabilities.md.")
+    ] = False,
+) -> None:
+    """Show which request features each provider type supports, emulates or refuses.
+
+    Example: aiwire capabilities --markdown > docs/capabilities.md
+    """
+    from aiwire import capabilities as caps
+
+    if markdown:
+        sys.stdout.write(caps.markdown())
+        return
+    m = caps.matrix()
+    from aiwire.providers.base import FEATURES
+
+    table = Table(title="Capabilities")
+    table.add_column("feature")
+    for t in m:
+        table.add_column(t)
+    style = {"supported": "green", "emulated": "yellow", "refused": "red"}
+    for feature, label in FEATURES.items():
+        table.add_row(label, *(f"[{style[m[t][feature]]}]{m[t][feature]}[/]" for t in m))
+    console.print(table)
+
+
+def main() -> None:
+    app()
