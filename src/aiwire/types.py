@@ -54,6 +54,9 @@ class ToolCall(_Model):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
+    #: Provider data that must travel back with the call, e.g. Gemini's thought signature as
+    #: ``{"google": {"thought_signature": ...}}`` (the convention of Gemini's OpenAI endpoint).
+    extra_content: dict[str, Any] | None = None
 
 
 class Message(_Model):
@@ -282,6 +285,7 @@ class ToolCallDelta(_Model):
     id: str | None = None
     type: Literal["function"] | None = None
     function: FunctionCallDelta | None = None
+    extra_content: dict[str, Any] | None = None
 
 
 class Delta(_Model):
@@ -352,10 +356,12 @@ class StreamAccumulator:
                 self._refusal.setdefault(c.index, []).append(c.delta.refusal)
             for tc in c.delta.tool_calls or []:
                 slot = self._calls.setdefault(c.index, {}).setdefault(
-                    tc.index, {"id": None, "name": "", "arguments": []}
+                    tc.index, {"id": None, "name": "", "arguments": [], "extra": None}
                 )
                 if tc.id:
                     slot["id"] = tc.id
+                if tc.extra_content:
+                    slot["extra"] = tc.extra_content
                 if tc.function is not None:
                     if tc.function.name:
                         slot["name"] += tc.function.name
@@ -371,6 +377,7 @@ class StreamAccumulator:
                 ToolCall(
                     id=slot["id"] or f"call_{index}_{i}",
                     function=FunctionCall(name=slot["name"], arguments="".join(slot["arguments"])),
+                    extra_content=slot["extra"],
                 )
                 for i, slot in sorted(self._calls.get(index, {}).items())
             ]

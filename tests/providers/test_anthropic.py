@@ -748,3 +748,54 @@ async def test_bad_default_max_tokens_option_is_a_config_error(value: Any) -> No
     with pytest.raises(errors.ConfigError, match="default_max_tokens"):
         await provider(up, options={"default_max_tokens": value}).chat(chat(), T)
     assert up.requests == []
+
+
+# --- contract additions: strict tools, silently-droppable fields --------------------------------
+
+
+async def test_strict_tools_and_schema_are_sent_as_strict() -> None:
+    up = Upstream(body=fixture("message_text.json"))
+    tool = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object"}, "strict": True},
+    }
+    await provider(up).chat(chat(tools=[tool]), T)
+    assert up.json["tools"][0]["strict"] is True
+    rf = {
+        "type": "json_schema",
+        "json_schema": {"name": "r", "schema": {"type": "object"}, "strict": True},
+    }
+    await provider(up).chat(chat(response_format=rf), T)
+    assert up.json["tools"][0]["strict"] is True
+
+
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "Hi", "name": "anna"}]}, "messages[0].name"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"},
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].image_url.detail",
+        ),
+    ],
+)
+async def test_fields_anthropic_cannot_carry_are_refused_by_name(
+    kw: dict[str, Any], param: str
+) -> None:
+    up = Upstream(body=fixture("message_text.json"))
+    with pytest.raises(errors.BadRequestError) as info:
+        await provider(up).chat(chat(**kw), T)
+    assert info.value.param == param and param in str(info.value)
+    assert up.requests == []

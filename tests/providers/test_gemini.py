@@ -454,7 +454,7 @@ async def test_refused_params_are_named_and_never_sent(kw: dict[str, Any], param
 
 def test_capability_declarations() -> None:
     caps = GeminiProvider.capabilities
-    refused = {"parallel_tool_calls_off", "logprobs", "user"}
+    refused = {"parallel_tool_calls_off", "logprobs", "user", "message_name", "image_detail"}
     for feature in FEATURES:
         expected = (
             Support.EMULATED
@@ -828,3 +828,67 @@ async def test_image_without_content_length_is_capped_while_reading(
         await p.chat(chat(messages=[{"role": "user", "content": content}]), T)
     assert [r.method for r in sent] == ["GET"]
     assert "content-length" not in sent[0].headers
+
+
+# --- contract additions: thought signatures, silently-droppable fields --------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+async def test_thought_signature_survives_a_tool_round_trip() -> None:
+    up = Upstream(body=fixture("chat_thought_signature.json"))
+    p = provider(up)
+    resp = await p.chat(chat(tools=[WEATHER]), T)
+    call = resp.tool_calls[0]
+    assert call.extra_content == {"google": {"thought_signature": "c2lnLW9zbG8="}}
+    # the caller sends the assistant turn back (as an OpenAI client would, JSON round trip)
+    history = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        orjson.loads(resp.message.model_dump_json(exclude_none=True)),
+        {"role": "tool", "tool_call_id": call.id, "content": "4C"},
+    ]
+    await p.chat(chat(messages=history, tools=[WEATHER]), T)
+    model_turn = up.json["contents"][1]
+    assert model_turn["role"] == "model"
+    assert model_turn["parts"][0]["thoughtSignature"] == "c2lnLW9zbG8="
+
+
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "Hi", "name": "anna"}]}, "messages[0].name"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image_url",
+                                "image_url": {
+                                    "url": "data:image/png;base64,AAAA",
+                                    "detail": "high",
+                                },
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].image_url.detail",
+        ),
+    ],
+)
+async def test_fields_gemini_cannot_carry_are_refused_by_name(
+    kw: dict[str, Any], param: str
+) -> None:
+    up = Upstream(body=fixture("chat_text.json"))
+    with pytest.raises(errors.BadRequestError) as info:
+        await provider(up).chat(chat(**kw), T)
+    assert info.value.param == param and param in str(info.value)
+    assert up.requests == []

@@ -67,10 +67,17 @@ _SUPPORTED = (
     "user",
 )
 _CAPABILITIES = Capabilities(
-    features={**{f: _S for f in _SUPPORTED}, "json_object": _E, "json_schema": _E},
+    features={
+        **{f: _S for f in _SUPPORTED},
+        "strict_schema": _S,
+        "json_object": _E,
+        "json_schema": _E,
+    },
     notes={
         "chat": "Anthropic requires `max_tokens`; when a request sets neither `max_tokens` nor "
         "`max_completion_tokens`, aiwire sends `options.default_max_tokens` (default 4096).",
+        "strict_schema": "sent as `strict: true` on the tool definition (Anthropic's strict tool "
+        "use; some accounts need the `structured-outputs` beta via `options.anthropic_beta`).",
         "json_object": "a single forced tool with input schema `{type: object}`; its input is "
         "returned as the message content (JSON text), finish_reason `stop`. Cannot be combined "
         "with `tools`.",
@@ -310,7 +317,7 @@ def to_anthropic(request: ChatRequest, *, default_max_tokens: int, stream: bool)
         }
     elif request.tools:
         body["tools"] = [
-            _tool(t.function.name, t.function.description, t.function.parameters)
+            _tool(t.function.name, t.function.description, t.function.parameters, t.function.strict)
             for t in request.tools
         ]
         choice = _tool_choice(request)
@@ -426,11 +433,18 @@ def _tool_result(m: Message, i: int) -> dict[str, Any]:
     return block
 
 
-def _tool(name: str, description: str | None, schema: dict[str, Any] | None) -> dict[str, Any]:
+def _tool(
+    name: str,
+    description: str | None,
+    schema: dict[str, Any] | None,
+    strict: bool | None = None,
+) -> dict[str, Any]:
     tool: dict[str, Any] = {"name": name}
     if description:
         tool["description"] = description
     tool["input_schema"] = schema if schema is not None else {"type": "object", "properties": {}}
+    if strict:
+        tool["strict"] = True
     return tool
 
 
@@ -466,7 +480,7 @@ def _json_tool(request: ChatRequest) -> dict[str, Any] | None:
     spec = rf.json_schema
     if rf.type == "json_schema" and spec is not None:
         description = spec.description or "Answer by calling this tool with the response JSON."
-        return _tool(spec.name, description, spec.schema_ or {"type": "object"})
+        return _tool(spec.name, description, spec.schema_ or {"type": "object"}, spec.strict)
     return _tool(
         "response", "Answer by calling this tool with the response JSON.", {"type": "object"}
     )

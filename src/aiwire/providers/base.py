@@ -46,6 +46,7 @@ FEATURES: dict[str, str] = {
     "streaming": "Streaming (`stream: true`)",
     "stream_usage": "Usage in streams",
     "system_prompt": "System / developer messages",
+    "message_name": "`name` on a message (participant name)",
     "tools": "Tool definitions",
     "tool_results": "Tool results (`role: tool`)",
     "parallel_tool_calls": "Parallel tool calls",
@@ -55,8 +56,10 @@ FEATURES: dict[str, str] = {
     "tool_choice_none": "`tool_choice: none`",
     "json_object": "`response_format: json_object`",
     "json_schema": "`response_format: json_schema`",
+    "strict_schema": "`strict: true` (tools or json_schema)",
     "image_url": "Image input by https URL",
     "image_base64": "Image input as base64 data URL",
+    "image_detail": "Image `detail: low/high`",
     "temperature": "`temperature` 0–1",
     "temperature_above_1": "`temperature` above 1",
     "top_p": "`top_p`",
@@ -101,18 +104,28 @@ def used_features(request: ChatRequest) -> dict[str, str]:
         used["tool_choice_none"] = "tool_choice"
     elif isinstance(tc, NamedToolChoice):
         used["tool_choice_named"] = "tool_choice"
-    if request.response_format is not None and request.response_format.type != "text":
-        used[request.response_format.type] = "response_format"
+    rf = request.response_format
+    if rf is not None and rf.type != "text":
+        used[rf.type] = "response_format"
+        if rf.json_schema is not None and rf.json_schema.strict:
+            used["strict_schema"] = "response_format.json_schema.strict"
+    for i, tool in enumerate(request.tools or []):
+        if tool.function.strict:
+            used["strict_schema"] = f"tools[{i}].function.strict"
     for i, m in enumerate(request.messages):
         if m.role in ("system", "developer"):
             used["system_prompt"] = f"messages[{i}].role"
         elif m.role == "tool":
             used["tool_results"] = f"messages[{i}].role"
+        if m.name is not None and m.role != "tool":
+            used["message_name"] = f"messages[{i}].name"
         if isinstance(m.content, list):
             for j, p in enumerate(m.content):
                 if isinstance(p, ImagePart):
                     kind = "image_base64" if p.image_url.url.startswith("data:") else "image_url"
                     used[kind] = f"messages[{i}].content[{j}].image_url"
+                    if p.image_url.detail in ("low", "high"):
+                        used["image_detail"] = f"messages[{i}].content[{j}].image_url.detail"
     if request.temperature is not None:
         key = "temperature_above_1" if request.temperature > 1 else "temperature"
         used[key] = "temperature"
@@ -277,7 +290,9 @@ class Provider(ABC):
                 f"timed out {phase} ({kind})", provider=self.name, model=model
             )
         return errors.ConnectionError(
-            f"connection to {self.name} failed ({kind}: {exc})", provider=self.name, model=model
+            errors.scrub(f"connection to {self.name} failed ({kind}: {exc})", self._secrets()),
+            provider=self.name,
+            model=model,
         )
 
     def _secrets(self) -> tuple[str, ...]:
@@ -389,7 +404,10 @@ class Provider(ABC):
 
     def _bad_chunk(self, model: str | None, data: str) -> errors.ProviderError:
         return errors.ServerError(
-            f"{self.name} sent a stream event that is not valid JSON: {data[:80]!r}",
+            errors.scrub(
+                f"{self.name} sent a stream event that is not valid JSON: {data[:80]!r}",
+                self._secrets(),
+            ),
             provider=self.name,
             model=model,
             retryable=True,

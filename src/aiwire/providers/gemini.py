@@ -61,6 +61,7 @@ _SUPPORTED = (
     "tool_choice_none",
     "json_object",
     "json_schema",
+    "strict_schema",
     "image_base64",
     "temperature",
     "temperature_above_1",
@@ -83,6 +84,10 @@ GEMINI_CAPABILITIES = Capabilities(
         "user": Support.REFUSED,
     },
     notes={
+        "strict_schema": (
+            "`responseJsonSchema` and `parametersJsonSchema` already constrain Gemini's output "
+            "to the schema; the flag needs no translation"
+        ),
         "image_url": (
             "Gemini takes images inline only: aiwire downloads the https URL itself (at most "
             "20 MB, an image/* content type, no redirects) and sends it as base64 `inlineData`"
@@ -361,7 +366,11 @@ class GeminiProvider(Provider):
                     model,
                     param,
                 )
-            parts.append({"functionCall": {"name": call.function.name, "args": args}})
+            part: dict[str, Any] = {"functionCall": {"name": call.function.name, "args": args}}
+            signature = _signature_of(call.extra_content)
+            if signature is not None:
+                part["thoughtSignature"] = signature
+            parts.append(part)
         return parts
 
     def _tool_result(
@@ -428,6 +437,7 @@ class GeminiProvider(Provider):
                 ToolCall(
                     id=c.id or new_id("call_"),
                     function=FunctionCall(name=c.name, arguments=c.arguments),
+                    extra_content=c.extra_content,
                 )
                 for c in cand.calls
             ]
@@ -634,6 +644,18 @@ class _Call:
     id: str | None
     name: str
     arguments: str
+    signature: str | None = None
+
+    @property
+    def extra_content(self) -> dict[str, Any] | None:
+        """Where the thought signature travels in OpenAI's shape (Gemini's own convention)."""
+        return {"google": {"thought_signature": self.signature}} if self.signature else None
+
+
+def _signature_of(extra: dict[str, Any] | None) -> str | None:
+    google = (extra or {}).get("google")
+    value = google.get("thought_signature") if isinstance(google, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 @dataclass
@@ -669,6 +691,7 @@ class _Candidate:
                         id=str(call["id"]) if call.get("id") else None,
                         name=str(call.get("name") or ""),
                         arguments=orjson.dumps(args if args is not None else {}).decode(),
+                        signature=part.get("thoughtSignature") or None,
                     )
                 )
         out.text = "".join(texts)
@@ -771,6 +794,7 @@ class _StreamState:
                 id=c.id or new_id("call_"),
                 type="function",
                 function=FunctionCallDelta(name=c.name, arguments=c.arguments),
+                extra_content=c.extra_content,
             )
             for k, c in enumerate(cand.calls)
         ]
