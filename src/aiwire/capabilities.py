@@ -45,7 +45,7 @@ def markdown() -> str:
     for feature, label in FEATURES.items():
         cells = [_MARK[m[t][feature]] for t in types]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "## Notes on emulation", ""]
+    lines += ["", "## Notes", ""]
     for t in types:
         caps = provider_class(t).capabilities
         for feature, note in caps.notes.items():
