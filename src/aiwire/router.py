@@ -166,8 +166,7 @@ class Router:
             except errors.ProviderError as exc:
                 if yielded:
                     # Never retry once the caller has seen part of an answer.
-                    self._record(dep, exc)
-                    raise
+                    plan.failed(dep, exc, final=True)
                 plan.failed(dep, exc)
                 continue
             finally:
@@ -339,8 +338,9 @@ class _Plan:
             )
         )
 
-    def failed(self, dep: Deployment, exc: errors.ProviderError) -> None:
-        """Record a failure and plan what comes next; re-raise when nothing should."""
+    def failed(self, dep: Deployment, exc: errors.ProviderError, *, final: bool = False) -> None:
+        """Record a failure and plan what comes next; re-raise when nothing should (always when
+        ``final``: part of a stream already reached the caller)."""
         r = self.router
         r._record(dep, exc)
         r._emit(
@@ -348,6 +348,9 @@ class _Plan:
                 self.requested, dep.id, self.attempt, exc, self._waited, self.name != self.requested
             )
         )
+        if final:
+            exc.attempts = self.attempt
+            raise exc
         self.last_error = exc
         self.last_dep = dep
         if isinstance(exc, errors.ContextWindowExceededError):

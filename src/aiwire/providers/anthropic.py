@@ -254,6 +254,8 @@ class AnthropicProvider(Provider):
         model: str | None,
     ) -> errors.ProviderError:
         cls = _ERRORS[etype][0] if etype in _ERRORS else errors.error_for_status(status)
+        if status in (503, 529) and cls is errors.ServerError:
+            cls = errors.OverloadedError  # "unavailable" is capacity, whatever the body's type
         if cls is errors.BadRequestError and etype in (None, "invalid_request_error"):
             lowered = message.lower()
             if any(phrase in lowered for phrase in _CONTEXT_PHRASES):

@@ -149,10 +149,11 @@ def used_features(request: ChatRequest) -> dict[str, str]:
 class Timeouts:
     """Seconds allowed for each phase of one attempt.
 
-    ``connect``: opening the connection. ``first_byte``: from sending until the response (or the
-    first stream event) starts. ``idle``: the longest gap between two stream events. ``total``: the
-    whole attempt. The router enforces ``first_byte``, ``idle`` and ``total`` on every adapter; the
-    adapters pass ``connect`` and a read backstop down to the HTTP client.
+    ``connect``: opening the connection. ``first_byte``: from sending until a stream's first event.
+    ``idle``: the longest gap between two stream events. ``total``: the whole attempt (for a
+    non-streamed call, which sends nothing until generation is done, the only bound). The router
+    enforces ``first_byte``, ``idle`` and ``total`` on every adapter; the adapters pass
+    ``connect`` and a read backstop down to the HTTP client.
     """
 
     connect: float = 5.0
@@ -160,8 +161,11 @@ class Timeouts:
     idle: float = 30.0
     total: float = 600.0
 
-    def for_http(self) -> httpx.Timeout:
-        read = max(self.first_byte, self.idle)
+    def for_http(self, *, stream: bool) -> httpx.Timeout:
+        """The HTTP client's per-read timeout: for a stream a backstop behind the router's exact
+        first-byte and idle checks; for a whole response (which only starts once generation is
+        done) the total."""
+        read = max(self.first_byte, self.idle) if stream else self.total
         return httpx.Timeout(connect=self.connect, read=read, write=read, pool=self.connect)
 
 
@@ -268,7 +272,7 @@ class Provider(ABC):
         if self._http is None:
             self._http = httpx.AsyncClient(
                 limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
-                timeout=Timeouts().for_http(),
+                timeout=Timeouts().for_http(stream=False),
                 follow_redirects=False,
             )
         return self._http
@@ -315,7 +319,7 @@ class Provider(ABC):
                 content=orjson.dumps(body),
                 headers={"content-type": "application/json", **self.headers, **headers},
                 params=params,
-                timeout=timeouts.for_http(),
+                timeout=timeouts.for_http(stream=False),
             )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model) from None
@@ -349,7 +353,7 @@ class Provider(ABC):
             content=orjson.dumps(body),
             headers={"content-type": "application/json", **self.headers, **headers},
             params=params,
-            timeout=timeouts.for_http(),
+            timeout=timeouts.for_http(stream=True),
         )
         try:
             resp = await self.http.send(req, stream=True)

@@ -332,7 +332,7 @@ class GeminiProvider(Provider):
             raise fail("only https:// URLs and base64 data URLs are accepted")
         try:
             async with self.http.stream(
-                "GET", url, timeout=timeouts.for_http(), follow_redirects=False
+                "GET", url, timeout=timeouts.for_http(stream=True), follow_redirects=False
             ) as resp:
                 if resp.status_code != 200:
                     raise fail(f"HTTP {resp.status_code}")
