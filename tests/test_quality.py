@@ -14,12 +14,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean() -> None:
-    result = run("ruff", "check", "src", "tests")
+    result = run("ruff", "check", "src", "tests", "examples", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format_is_clean() -> None:
-    result = run("ruff", "format", "--check", "src", "tests")
+    result = run("ruff", "format", "--check", "src", "tests", "examples", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -228,4 +229,11 @@ def capabilities(
 
 
 def main() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=os.environ.get("AIWIRE_LOG_LEVEL", "WARNING").upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
+    )
     app()

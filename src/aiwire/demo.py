@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -67,6 +68,7 @@ def demo_config(url: str) -> Config:
 
 
 def run_demo(console: Console, *, fast: bool = False) -> None:
+    logging.getLogger("aiwire.router").setLevel(logging.ERROR)  # the tour narrates instead
     sim_cfg = SimulatorConfig(
         tokens_per_second=0 if fast else 150, faults={"gpt-4o-mini-outage": "503"}
     )
@@ -160,7 +162,12 @@ async def _tools(console: Console, client: AsyncClient) -> None:
 
 
 async def _extract(console: Console, client: AsyncClient) -> None:
-    _step(console, 4, "Structured extraction", "a validated pydantic object, re-asked if invalid")
+    _step(
+        console,
+        4,
+        "Structured extraction",
+        "JSON validated into a pydantic model; an invalid answer is re-asked with the error",
+    )
     note = "Anna Berg (anna.berg@northwind.test) from Northwind wants a demo next week."
     lead = await client.extract("sim-claude", f"Extract the lead: {note}", schema=Lead)
     console.print(f"  {lead!r}")
@@ -180,6 +187,15 @@ async def _fallback(console: Console, client: AsyncClient, events: list[AttemptE
     resp = await client.chat("primary-gpt", "Hello?")
     _narrate(console, events)
     console.print(f"  answered by [bold]{resp.deployment}[/]: {_short(resp.text, 50)}")
+    down = client.router.deployments("primary-gpt")[0]
+    console.print(
+        f"  circuit breaker: {down.id} is now [bold]{down.state(time.monotonic())}[/] for "
+        f"{client.router.settings.cooldown_seconds:g}s; the next request goes straight to the "
+        "fallback:"
+    )
+    events.clear()
+    await client.chat("primary-gpt", "Hello again?")
+    _narrate(console, events)
 
 
 async def _embeddings(console: Console, client: AsyncClient) -> None:

@@ -10,6 +10,7 @@ user's text), then deterministic filler words.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 FALLBACK_WORDS = (
@@ -42,9 +43,11 @@ class ValueGenerator:
         self.root = root
         self.words = list(words)
         self.seed = seed
+        self.text = hint
         self.hint = hint.lower()
         self._word_pos = 0
         self._counter = 0
+        self._field = ""
 
     def generate(self, schema: Any = None, depth: int = 0) -> Any:
         return self._value(self.root if schema is None else schema, depth)
@@ -147,6 +150,7 @@ class ValueGenerator:
         for name, sub in props.items():
             if depth >= _MAX_DEPTH and name not in required:
                 continue
+            self._field = str(name)
             out[name] = self._value(sub, depth + 1)
         for name in required:
             if name not in out:
@@ -224,7 +228,7 @@ class ValueGenerator:
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt.lower() in _FORMATS:
             return _FORMATS[fmt.lower()]
-        value = self.next_word()
+        value = self._from_text(self._field.lower()) or self.next_word()
         lo = _int(schema.get("minLength"), 0)
         hi = _int(schema.get("maxLength"), 0) or None
         while len(value) < lo:
@@ -232,6 +236,45 @@ class ValueGenerator:
         if hi is not None and len(value) > hi:
             value = value[:hi]
         return value
+
+    def _from_text(self, field: str) -> str | None:
+        """A value found in the prompt for fields whose name says what they hold."""
+        if "email" in field:
+            found = _EMAIL.search(self.text)
+            return found.group(0) if found else f"{self.next_word().lower()}@example.com"
+        if "phone" in field or "mobile" in field:
+            found = _PHONE.search(self.text)
+            return found.group(0).strip() if found else None
+        if "url" in field or "website" in field:
+            found = _URL.search(self.text)
+            return found.group(0) if found else None
+        if field in ("company", "organization", "organisation", "employer", "account"):
+            found = _COMPANY.search(self.text)
+            return found.group(1) if found else None
+        if field in _PERSON_FIELDS:
+            found = _PERSON.search(self.text)
+            return found.group(0) if found else None
+        return None
+
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+_URL = re.compile(r"https?://[^\s)>\]]+")
+_COMPANY = re.compile(r"\b(?:from|at|of|with)\s+([A-Z][\w&-]*(?:\s+[A-Z][\w&-]*)*)")
+_PERSON_FIELDS = {
+    "name",
+    "full_name",
+    "fullname",
+    "contact",
+    "contact_name",
+    "person",
+    "customer",
+    "customer_name",
+    "sender",
+    "author",
+    "requester",
+}
+_PERSON = re.compile(r"\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)+\b")
 
 
 def _int(value: Any, default: int) -> int:

@@ -1,0 +1,97 @@
+"""The CLI and the shipped examples, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aiwire.cli import app
+from aiwire.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def test_demo_runs_offline_and_shows_every_part() -> None:
+    result = runner.invoke(app, ["demo", "--fast"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for part in (
+        "One request format",
+        "Streaming",
+        "Tool calls",
+        "Structured extraction",
+        "A 429, retried",
+        "A fallback",
+        "Embeddings",
+    ):
+        assert part in out
+    assert "get_weather" in out and "Oslo" in out and "Paris" in out
+    assert "RateLimitError" in out and "after waiting 1.00s: ok" in out
+    assert "answered by sim-claude@" in out
+    assert "anna.berg@northwind.test" in out
+
+
+def test_chat_streams_with_the_simulator() -> None:
+    result = runner.invoke(app, ["chat", "hello there", "-m", "sim-gemini", "--simulator"])
+    assert result.exit_code == 0, result.output
+    assert "Simulated reply to: hello there" in result.output
+
+
+def test_chat_error_is_one_clear_line_not_a_traceback() -> None:
+    result = runner.invoke(app, ["chat", "hi", "-m", "no-such-model", "--simulator"])
+    assert result.exit_code == 1
+    assert "model 'no-such-model' is not configured" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_models_lists_deployments(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["models", "--simulator"])
+    assert result.exit_code == 0, result.output
+    assert "sim-claude" in result.output and "anthropic" in result.output
+
+
+def test_bad_config_file_is_reported_with_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("providers:\n  p: {type: openai, api_key: sk-literal-key-here}\n")
+    result = runner.invoke(app, ["models", "-c", str(cfg)])
+    assert result.exit_code == 1
+    assert f"{cfg}:2" in result.output and "literal key" in result.output
+
+
+def test_capabilities_markdown_matches_docs() -> None:
+    result = runner.invoke(app, ["capabilities", "--markdown"])
+    assert result.exit_code == 0
+    assert result.output == (ROOT / "docs" / "capabilities.md").read_text()
+
+
+@pytest.mark.parametrize("command", ["chat", "models", "simulate", "demo", "capabilities"])
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output
+
+
+def test_example_config_is_valid() -> None:
+    cfg = Config.from_file(ROOT / "examples" / "aiwire.yaml")
+    assert {m.name for m in cfg.models} >= {"fast", "smart", "flash"}
+
+
+def test_quickstart_example_runs_offline() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sim-claude:" in result.stdout and "stream:" in result.stdout
+    assert "ola@example.no" in result.stdout
+    assert "refused: seed (BadRequestError)" in result.stdout
