@@ -81,3 +81,20 @@ def test_anthropic_headers_reset_is_rfc3339() -> None:
     assert info.reset_requests == pytest.approx(1.0)
     assert (info.limit_tokens, info.remaining_tokens) == (40000, 39000)
     assert info.reset_tokens == pytest.approx(30.0)
+
+
+def test_retry_after_from_reset_prefers_the_spent_budget() -> None:
+    from aiwire.ratelimit import RateLimitInfo, retry_after_from_reset
+
+    spent_tokens = RateLimitInfo(
+        remaining_requests=5, reset_requests=0.2, remaining_tokens=0, reset_tokens=3.0
+    )
+    assert retry_after_from_reset(spent_tokens) == 3.0
+    both = RateLimitInfo(
+        remaining_requests=0, reset_requests=4.0, remaining_tokens=0, reset_tokens=3.0
+    )
+    assert retry_after_from_reset(both) == 4.0
+    unknown = RateLimitInfo(reset_requests=0.5, reset_tokens=9.0)
+    assert retry_after_from_reset(unknown) == 0.5
+    assert retry_after_from_reset(RateLimitInfo()) is None
+    assert retry_after_from_reset(None) is None

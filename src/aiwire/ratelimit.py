@@ -154,3 +154,22 @@ def format_go_duration(seconds: float) -> str:
     if hours or minutes:
         out += f"{minutes}m"
     return out + f"{round(secs, 3):g}s"
+
+
+def retry_after_from_reset(info: RateLimitInfo | None) -> float | None:
+    """For a 429 that names no delay: the time until the exhausted budget resets (the longest,
+    when both are spent), else the nearest reset the provider reported."""
+    if info is None:
+        return None
+    spent = [
+        reset
+        for remaining, reset in (
+            (info.remaining_requests, info.reset_requests),
+            (info.remaining_tokens, info.reset_tokens),
+        )
+        if remaining == 0 and reset is not None
+    ]
+    if spent:
+        return max(spent)
+    resets = [r for r in (info.reset_requests, info.reset_tokens) if r is not None]
+    return min(resets) if resets else None

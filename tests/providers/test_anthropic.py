@@ -799,3 +799,20 @@ async def test_fields_anthropic_cannot_carry_are_refused_by_name(
         await provider(up).chat(chat(**kw), T)
     assert info.value.param == param and param in str(info.value)
     assert up.requests == []
+
+
+async def test_429_without_retry_after_uses_the_ratelimit_reset_time() -> None:
+    import datetime as dt
+
+    reset = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20)).isoformat()
+    up = Upstream(
+        429,
+        fixture("error_429.json"),
+        {
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": reset,
+        },
+    )
+    with pytest.raises(errors.RateLimitError) as info:
+        await provider(up).chat(chat(), T)
+    assert info.value.retry_after is not None and 18 < info.value.retry_after <= 20

@@ -343,3 +343,19 @@ async def test_key_never_in_repr_or_errors() -> None:
         await p.chat(chat(), T)
     for text in (repr(p), str(info.value), repr(info.value), repr(p.api_key), f"{p.api_key}"):
         assert KEY not in text
+
+
+async def test_429_without_retry_after_waits_for_the_spent_budget_to_reset() -> None:
+    up = Upstream(
+        429,
+        fixture("error_429_rate.json"),
+        {
+            "x-ratelimit-remaining-requests": "10",
+            "x-ratelimit-reset-requests": "200ms",
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "2.5s",
+        },
+    )
+    with pytest.raises(errors.RateLimitError) as info:
+        await provider(up).chat(chat(), T)
+    assert info.value.retry_after == 2.5

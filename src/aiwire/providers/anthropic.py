@@ -22,7 +22,7 @@ import orjson
 
 from aiwire import errors
 from aiwire.providers.base import Capabilities, Provider, Support, Timeouts, error_text
-from aiwire.ratelimit import RateLimitInfo, parse_anthropic_headers, parse_retry_after
+from aiwire.ratelimit import RateLimitInfo, parse_anthropic_headers
 from aiwire.types import (
     ChatChunk,
     ChatRequest,
@@ -273,7 +273,7 @@ class AnthropicProvider(Provider):
             model=model,
             request_id=request_id or headers.get("request-id"),
             retryable=retryable,
-            retry_after=parse_retry_after(headers),
+            retry_after=self.retry_after(status, headers),
             code=etype,
             body=body,
         )

@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from aiwire import errors
-from aiwire.ratelimit import RateLimitInfo
+from aiwire.ratelimit import RateLimitInfo, parse_retry_after, retry_after_from_reset
 from aiwire.secrets import Secret
 from aiwire.types import (
     ChatChunk,
@@ -239,6 +239,14 @@ class Provider(ABC):
     def ratelimit(self, headers: httpx.Headers) -> RateLimitInfo | None:
         """Rate-limit state from a response's headers (None when the protocol sends none)."""
         return None
+
+    def retry_after(self, status: int, headers: httpx.Headers) -> float | None:
+        """The delay an error response asks for: ``retry-after-ms`` / ``retry-after``, or for a
+        429 without them, the reset time in the protocol's rate-limit headers."""
+        delay = parse_retry_after(headers)
+        if delay is None and status == 429:
+            delay = retry_after_from_reset(self.ratelimit(headers))
+        return delay
 
     # -- shared behaviour --
 

@@ -21,7 +21,7 @@ import orjson
 
 from aiwire import errors
 from aiwire.providers.base import Capabilities, Provider, Support, Timeouts, error_text
-from aiwire.ratelimit import parse_go_duration, parse_retry_after
+from aiwire.ratelimit import parse_go_duration
 from aiwire.types import (
     ChatChunk,
     ChatRequest,
@@ -553,7 +553,7 @@ class GeminiProvider(Provider):
         if cls is errors.RateLimitError:
             retry_after = _retry_delay(details)
             if retry_after is None:
-                retry_after = parse_retry_after(headers)
+                retry_after = self.retry_after(429, headers)
             if _daily_quota_only(details):
                 retryable = False  # per-day quotas reset at midnight Pacific: retrying is futile
         return self._make_error(

@@ -23,7 +23,7 @@ from aiwire.providers.base import (
     Timeouts,
     error_text,
 )
-from aiwire.ratelimit import RateLimitInfo, parse_openai_headers, parse_retry_after
+from aiwire.ratelimit import RateLimitInfo, parse_openai_headers
 from aiwire.types import (
     ChatChunk,
     ChatRequest,
@@ -223,7 +223,7 @@ class OpenAIProvider(Provider):
             model=model,
             request_id=_request_id(headers),
             retryable=retryable,
-            retry_after=parse_retry_after(headers),
+            retry_after=self.retry_after(status, headers),
             code=code,
             param=str(param) if param is not None else None,
             body=body,
