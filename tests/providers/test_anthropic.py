@@ -10,16 +10,16 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from tests.providers.support import T, Upstream, fold
 
 from aiwire import errors
 from aiwire.providers.anthropic import AnthropicProvider
-from aiwire.providers.base import Support, Timeouts
+from aiwire.providers.base import Support
 from aiwire.secrets import Secret
-from aiwire.types import ChatChunk, ChatRequest, ChatResponse, StreamAccumulator
+from aiwire.types import ChatChunk, ChatRequest, ChatResponse
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "anthropic"
 KEY = "sk-ant-test-0123456789abcdefghijklmnopqrstuv"
-T = Timeouts(first_byte=5, idle=5, total=10)
 RATELIMIT_HEADERS = {
     "anthropic-ratelimit-requests-limit": "50",
     "anthropic-ratelimit-requests-remaining": "49",
@@ -32,31 +32,6 @@ RATELIMIT_HEADERS = {
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
-
-
-class Upstream:
-    """A MockTransport handler that records requests and answers from a fixture."""
-
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"{}",
-        headers: dict[str, str] | None = None,
-        sse: bool = False,
-    ) -> None:
-        self.requests: list[httpx.Request] = []
-        self.status, self.body, self.headers, self.sse = status, body, headers or {}, sse
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        ctype = "text/event-stream" if self.sse else "application/json"
-        return httpx.Response(
-            self.status, content=self.body, headers={"content-type": ctype, **self.headers}
-        )
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.requests[-1].content)
 
 
 def provider(
@@ -79,13 +54,6 @@ def chat(**kw: Any) -> ChatRequest:
 
 async def collect(p: AnthropicProvider, request: ChatRequest) -> list[ChatChunk]:
     return [c async for c in p.stream(request, T)]
-
-
-def fold(chunks: list[ChatChunk]) -> ChatResponse:
-    acc = StreamAccumulator()
-    for c in chunks:
-        acc.add(c)
-    return acc.response()
 
 
 def comparable(resp: ChatResponse) -> dict[str, Any]:

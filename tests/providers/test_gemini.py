@@ -10,17 +10,17 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from tests.providers.support import T, Upstream, fold
 
 from aiwire import errors
 from aiwire.providers import gemini as gemini_module
-from aiwire.providers.base import FEATURES, Support, Timeouts
+from aiwire.providers.base import FEATURES, Support
 from aiwire.providers.gemini import GeminiProvider
 from aiwire.secrets import Secret
-from aiwire.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, StreamAccumulator
+from aiwire.types import ChatChunk, ChatRequest, EmbeddingRequest
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gemini"
 KEY = "AIzaSyTEST-gemini-0123456789abcdefghijk"
-T = Timeouts(first_byte=5, idle=5, total=10)
 GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
 STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -28,41 +28,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes().replace(b"__KEY__", KEY.encode())
-
-
-class Upstream:
-    """A MockTransport handler: records requests, answers Gemini calls from a fixture and serves
-    images from ``files`` (url → (status, content type, bytes))."""
-
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"{}",
-        headers: dict[str, str] | None = None,
-        sse: bool = False,
-        files: dict[str, tuple[int, str, bytes]] | None = None,
-    ) -> None:
-        self.requests: list[httpx.Request] = []
-        self.status, self.body, self.headers, self.sse = status, body, headers or {}, sse
-        self.files = files or {}
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if request.method == "GET":
-            status, ctype, content = self.files.get(str(request.url), (404, "text/plain", b"no"))
-            return httpx.Response(status, content=content, headers={"content-type": ctype})
-        ctype = "text/event-stream" if self.sse else "application/json"
-        return httpx.Response(
-            self.status, content=self.body, headers={"content-type": ctype, **self.headers}
-        )
-
-    @property
-    def posts(self) -> list[httpx.Request]:
-        return [r for r in self.requests if r.method == "POST"]
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.posts[-1].content)
 
 
 def provider(
@@ -85,13 +50,6 @@ def chat(**kw: Any) -> ChatRequest:
 
 async def collect(p: GeminiProvider, request: ChatRequest) -> list[ChatChunk]:
     return [c async for c in p.stream(request, T)]
-
-
-def fold(chunks: list[ChatChunk]) -> ChatResponse:
-    acc = StreamAccumulator()
-    for c in chunks:
-        acc.add(c)
-    return acc.response()
 
 
 def candidate(parts: list[dict[str, Any]], finish: str | None) -> bytes:

@@ -9,45 +9,19 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from tests.providers.support import T, Upstream
 
 from aiwire import errors
-from aiwire.providers.base import Timeouts
 from aiwire.providers.openai import AzureOpenAIProvider, OpenAIProvider
 from aiwire.secrets import Secret
 from aiwire.types import ChatRequest, EmbeddingRequest, StreamAccumulator
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "openai"
 KEY = "sk-proj-TESTKEY0123456789abcdefghijklmnop"
-T = Timeouts(first_byte=5, idle=5, total=10)
 
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
-
-
-class Upstream:
-    """A MockTransport that records requests and answers from a fixture."""
-
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"{}",
-        headers: dict[str, str] | None = None,
-        sse: bool = False,
-    ) -> None:
-        self.requests: list[httpx.Request] = []
-        self.status, self.body, self.headers, self.sse = status, body, headers or {}, sse
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        ctype = "text/event-stream" if self.sse else "application/json"
-        return httpx.Response(
-            self.status, content=self.body, headers={"content-type": ctype, **self.headers}
-        )
-
-    @property
-    def json(self) -> Any:
-        return orjson.loads(self.requests[-1].content)
 
 
 def provider(
