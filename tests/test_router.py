@@ -326,3 +326,22 @@ async def test_weighted_strategy_follows_weights() -> None:
     for _ in range(500):
         await router.chat(req())
     assert 400 < a.calls < 500 and b.calls == 500 - a.calls
+
+
+async def test_a_cancelled_half_open_probe_does_not_wedge_the_deployment() -> None:
+    now = [0.0]
+    p = Scripted("p", [], hang=30)
+    router = Router(
+        [dep("m", p)], RouterConfig(cooldown_failures=1, cooldown_seconds=5), clock=lambda: now[0]
+    )
+    d = router.deployments("m")[0]
+    router._record(d, errors.ServerError("x"))
+    now[0] = 10.0  # cooldown over: the next request is the half-open probe
+    task = asyncio.create_task(router.chat(req()))
+    await asyncio.sleep(0.01)
+    assert d.probing
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not d.probing and d.inflight == 0
+    assert router._pick("m", None) is d  # it can be probed again

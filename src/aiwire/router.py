@@ -171,6 +171,7 @@ class Router:
                 continue
             finally:
                 dep.inflight -= 1
+                dep.probing = False  # however the attempt ended (even cancelled), the probe is over
                 closer = getattr(chunks, "aclose", None)
                 if closer is not None:
                     await closer()
@@ -191,6 +192,7 @@ class Router:
                 continue
             finally:
                 dep.inflight -= 1
+                dep.probing = False  # however the attempt ended (even cancelled), the probe is over
             plan.succeeded(dep)
             return result
         raise plan.exhausted()
