@@ -175,3 +175,20 @@ def test_errors_map_to_sdk_exceptions(gemini: genai.Client) -> None:
             model=MODEL, contents=[types.Content(role="robot", parts=[types.Part(text="hi")])]
         )
     assert bad.value.code == 400 and bad.value.status == "INVALID_ARGUMENT"
+
+
+def test_streamed_function_calls(gemini: genai.Client) -> None:
+    calls = []
+    for chunk in gemini.models.generate_content_stream(
+        model=MODEL,
+        contents="What is the weather in Oslo and Paris?",
+        config=types.GenerateContentConfig(
+            tools=[types.Tool(function_declarations=[WEATHER])],
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        ),
+    ):
+        calls += chunk.function_calls or []
+    assert [(c.name, c.args) for c in calls] == [
+        ("get_weather", {"city": "Oslo"}),
+        ("get_weather", {"city": "Paris"}),
+    ]
