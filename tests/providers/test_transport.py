@@ -1,16 +1,24 @@
-"""The default HTTP client (httpx over aiohttp's pool) against real sockets: failures keep
-their true type."""
+"""The transports against real sockets: failures keep their true type, streams end cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from tests.providers.support import T
 
 from aiwire import errors
 from aiwire.providers.openai import OpenAIProvider
+from aiwire.providers.transport import (
+    AiohttpTransport,
+    HttpTimeout,
+    HttpxTransport,
+    StreamedResponse,
+    Transport,
+)
 from aiwire.types import ChatRequest
 
 REQ = ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
@@ -62,4 +70,66 @@ async def test_silent_server_is_a_timeout() -> None:
             await p.chat(REQ, type(T)(total=0.3))
     finally:
         await p.aclose()
+        server.close()
+
+
+# --- the transport interface itself ------------------------------------------------------------
+
+
+class Pieces(StreamedResponse):
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces, self.status, self.headers = pieces, 200, {}
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        for p in self.pieces:
+            yield p
+
+
+async def test_lines_split_across_pieces_crlf_and_very_long_lines() -> None:
+    long = "x" * 300_000  # far beyond aiohttp's default readline limit
+    body = f"data: a\r\n\r\ndata: {long}\n\nlast".encode()
+    pieces = [body[i : i + 7] for i in range(0, 42, 7)] + [body[42:]]
+    lines = [line async for line in Pieces(pieces).iter_lines()]
+    assert lines == ["data: a", "", f"data: {long}", "", "last"]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_leaving_a_stream_early_closes_the_upstream_connection(transport: str) -> None:
+    closed = asyncio.Event()
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        try:
+            while True:
+                writer.write(b"9\r\ndata: x\n\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except (ConnectionError, OSError):
+            closed.set()
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    t: Transport = (
+        AiohttpTransport()
+        if transport == "aiohttp"
+        else HttpxTransport(httpx.AsyncClient(), owned=True)
+    )
+    try:
+        async with t.stream(
+            "POST",
+            f"http://127.0.0.1:{port}/",
+            headers={},
+            timeout=HttpTimeout(2, 2),
+            content=b"{}",
+        ) as resp:
+            async for line in resp.iter_lines():
+                if line:
+                    break  # the client went away after the first event
+        await asyncio.wait_for(closed.wait(), 3)  # ...and the upstream noticed
+    finally:
+        await t.aclose()
         server.close()

@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 
 from aiwire import errors
 from aiwire.providers.base import Capabilities, Provider, Support, Timeouts, error_text
+from aiwire.providers.transport import Headers
 from aiwire.ratelimit import RateLimitInfo, parse_anthropic_headers
 from aiwire.types import (
     ChatChunk,
@@ -171,13 +171,13 @@ class AnthropicProvider(Provider):
             model=request.model,
         )
         if isinstance(data, dict) and data.get("type") == "error":
-            raise self._error_from_body(data, resp.status_code, resp.headers, request.model)
+            raise self._error_from_body(data, resp.status, resp.headers, request.model)
         if not isinstance(data, dict) or not isinstance(data.get("content"), list):
             raise errors.ServerError(
                 f"{self.name} answered with a body that is not a message",
                 provider=self.name,
                 model=request.model,
-                status=resp.status_code,
+                status=resp.status,
             )
         out = from_anthropic(data, request.model, plan.json_tool)
         out.provider = self.name
@@ -216,12 +216,12 @@ class AnthropicProvider(Provider):
 
     # -- errors and limits --
 
-    def ratelimit(self, headers: httpx.Headers) -> RateLimitInfo | None:
+    def ratelimit(self, headers: Headers) -> RateLimitInfo | None:
         info = parse_anthropic_headers(headers)
         return None if info.empty else info
 
     def map_error(
-        self, status: int, body: bytes, headers: httpx.Headers, model: str | None
+        self, status: int, body: bytes, headers: Headers, model: str | None
     ) -> errors.ProviderError:
         decoded, text = error_text(body)
         if isinstance(decoded, dict):
@@ -230,7 +230,7 @@ class AnthropicProvider(Provider):
         return self._make_error(status, None, message, None, decoded, headers, model)
 
     def _error_from_body(
-        self, body: dict[str, Any], status: int, headers: httpx.Headers, model: str | None
+        self, body: dict[str, Any], status: int, headers: Headers, model: str | None
     ) -> errors.ProviderError:
         err = body.get("error")
         err = err if isinstance(err, dict) else {}
@@ -250,7 +250,7 @@ class AnthropicProvider(Provider):
         message: str,
         request_id: str | None,
         body: Any,
-        headers: httpx.Headers,
+        headers: Headers,
         model: str | None,
     ) -> errors.ProviderError:
         cls = _ERRORS[etype][0] if etype in _ERRORS else errors.error_for_status(status)

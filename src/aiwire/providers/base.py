@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-import aiohttp
 import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 
 from aiwire import errors
+from aiwire.providers.transport import (
+    AiohttpTransport,
+    Headers,
+    HttpTimeout,
+    HttpxTransport,
+    Response,
+    StreamedResponse,
+    Transport,
+    TransportError,
+)
 from aiwire.ratelimit import RateLimitInfo, parse_retry_after, retry_after_from_reset
 from aiwire.secrets import Secret
 from aiwire.types import (
@@ -163,12 +171,12 @@ class Timeouts:
     idle: float = 30.0
     total: float = 600.0
 
-    def for_http(self, *, stream: bool) -> httpx.Timeout:
+    def for_http(self, *, stream: bool) -> HttpTimeout:
         """The HTTP client's per-read timeout: for a stream a backstop behind the router's exact
         first-byte and idle checks; for a whole response (which only starts once generation is
         done) the total."""
         read = max(self.first_byte, self.idle) if stream else self.total
-        return httpx.Timeout(connect=self.connect, read=read, write=read, pool=self.connect)
+        return HttpTimeout(connect=self.connect, read=read)
 
 
 # --- the adapter contract ---------------------------------------------------------------------
@@ -200,15 +208,17 @@ class Provider(ABC):
         base_url: str | None = None,
         headers: Mapping[str, str] | None = None,
         options: Mapping[str, Any] | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: Transport | httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name or self.type
         self.api_key = api_key
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.headers = dict(headers or {})
         self.options = dict(options or {})
-        self._http = http
         self._owns_http = http is None
+        self._http: Transport | None = (
+            HttpxTransport(http) if isinstance(http, httpx.AsyncClient) else http
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
@@ -234,15 +244,15 @@ class Provider(ABC):
 
     @abstractmethod
     def map_error(
-        self, status: int, body: bytes, headers: httpx.Headers, model: str | None
+        self, status: int, body: bytes, headers: Headers, model: str | None
     ) -> errors.ProviderError:
         """Turn one of this protocol's error responses into a typed error."""
 
-    def ratelimit(self, headers: httpx.Headers) -> RateLimitInfo | None:
+    def ratelimit(self, headers: Headers) -> RateLimitInfo | None:
         """Rate-limit state from a response's headers (None when the protocol sends none)."""
         return None
 
-    def retry_after(self, status: int, headers: httpx.Headers) -> float | None:
+    def retry_after(self, status: int, headers: Headers) -> float | None:
         """The delay an error response asks for: ``retry-after-ms`` / ``retry-after``, or for a
         429 without them, the reset time in the protocol's rate-limit headers."""
         delay = parse_retry_after(headers)
@@ -278,9 +288,9 @@ class Provider(ABC):
             )
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> Transport:
         if self._http is None:
-            self._http = default_http_client()
+            self._http = AiohttpTransport()
         return self._http
 
     async def aclose(self) -> None:
@@ -288,27 +298,15 @@ class Provider(ABC):
             await self._http.aclose()
             self._http = None
 
-    def _transport_error(self, exc: httpx.HTTPError, model: str | None) -> errors.ProviderError:
-        kind = type(exc).__name__
-        cause = exc.__cause__
-        if isinstance(cause, aiohttp.ClientError) and not isinstance(cause, TimeoutError):
-            # The aiohttp transport reports refused/reset/closed connections as ConnectTimeout;
-            # its original exception says what really happened.
-            kind = type(cause).__name__
-            exc = httpx.ConnectError(str(cause)) if isinstance(exc, httpx.TimeoutException) else exc
-        if isinstance(exc, httpx.TimeoutException):
-            phase = (
-                "connecting"
-                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-                else "reading"
-            )
+    def _transport_error(self, exc: TransportError, model: str | None) -> errors.ProviderError:
+        detail = errors.scrub(exc.detail, self._secrets())
+        if exc.kind in ("connect_timeout", "read_timeout"):
+            phase = "connecting" if exc.kind == "connect_timeout" else "reading"
             return errors.TimeoutError(
-                f"timed out {phase} ({kind})", provider=self.name, model=model
+                f"timed out {phase} to {self.name} ({detail})", provider=self.name, model=model
             )
         return errors.ConnectionError(
-            errors.scrub(f"connection to {self.name} failed ({kind}: {exc})", self._secrets()),
-            provider=self.name,
-            model=model,
+            f"connection to {self.name} failed ({detail})", provider=self.name, model=model
         )
 
     def _secrets(self) -> tuple[str, ...]:
@@ -323,28 +321,29 @@ class Provider(ABC):
         timeouts: Timeouts,
         model: str | None,
         params: Mapping[str, str] | None = None,
-    ) -> tuple[Any, httpx.Response]:
+    ) -> tuple[Any, Response]:
         """POST a JSON body; return the decoded JSON answer, or raise the mapped typed error."""
         try:
-            resp = await self.http.post(
+            resp = await self.http.request(
+                "POST",
                 url,
                 content=orjson.dumps(body),
                 headers={"content-type": "application/json", **self.headers, **headers},
                 params=params,
                 timeout=timeouts.for_http(stream=False),
             )
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise self._transport_error(exc, model) from None
-        if resp.status_code >= 400:
-            raise self.map_error(resp.status_code, resp.content, resp.headers, model)
+        if resp.status >= 400:
+            raise self.map_error(resp.status, resp.content, resp.headers, model)
         try:
             return orjson.loads(resp.content), resp
         except orjson.JSONDecodeError:
             raise errors.ServerError(
-                f"{self.name} answered {resp.status_code} with a body that is not JSON",
+                f"{self.name} answered {resp.status} with a body that is not JSON",
                 provider=self.name,
                 model=model,
-                status=resp.status_code,
+                status=resp.status,
             ) from None
 
     @contextlib.asynccontextmanager
@@ -357,38 +356,31 @@ class Provider(ABC):
         timeouts: Timeouts,
         model: str | None,
         params: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[StreamedResponse]:
         """Open a streamed POST; error statuses are read and raised as typed errors."""
-        req = self.http.build_request(
-            "POST",
-            url,
-            content=orjson.dumps(body),
-            headers={"content-type": "application/json", **self.headers, **headers},
-            params=params,
-            timeout=timeouts.for_http(stream=True),
-        )
         try:
-            resp = await self.http.send(req, stream=True)
-        except httpx.HTTPError as exc:
+            async with self.http.stream(
+                "POST",
+                url,
+                content=orjson.dumps(body),
+                headers={"content-type": "application/json", **self.headers, **headers},
+                params=params,
+                timeout=timeouts.for_http(stream=True),
+            ) as resp:
+                if resp.status >= 400:
+                    content = await resp.read()
+                    raise self.map_error(resp.status, content, resp.headers, model)
+                yield resp
+        except TransportError as exc:
             raise self._transport_error(exc, model) from None
-        try:
-            if resp.status_code >= 400:
-                try:
-                    content = await resp.aread()
-                except httpx.HTTPError as exc:
-                    raise self._transport_error(exc, model) from None
-                raise self.map_error(resp.status_code, content, resp.headers, model)
-            yield resp
-        finally:
-            await resp.aclose()
 
-    async def _sse(self, resp: httpx.Response, model: str | None) -> AsyncIterator[SSEEvent]:
+    async def _sse(self, resp: StreamedResponse, model: str | None) -> AsyncIterator[SSEEvent]:
         """Server-sent events from a streamed response. Comment lines are skipped; a cut
         connection becomes :class:`errors.IncompleteStreamError`."""
         event: str | None = None
         data: list[str] = []
         try:
-            async for line in resp.aiter_lines():
+            async for line in resp.iter_lines():
                 if not line:
                     if data:
                         yield SSEEvent(event, "\n".join(data))
@@ -402,9 +394,9 @@ class Provider(ABC):
                     data.append(value)
                 elif name == "event":
                     event = value
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise errors.IncompleteStreamError(
-                f"stream from {self.name} was cut ({type(exc).__name__}); the answer is incomplete",
+                f"stream from {self.name} was cut ({exc.kind}); the answer is incomplete",
                 provider=self.name,
                 model=model,
             ) from None
@@ -428,21 +420,6 @@ class Provider(ABC):
             model=model,
             retryable=True,
         )
-
-
-def default_http_client() -> httpx.AsyncClient:
-    """httpx's API over aiohttp's connection pool.
-
-    httpcore's pool collapses once 16 or more requests are in flight (retries on handed-over
-    connections, a pool that never grows): 4-20x the CPU per request and p99 in seconds. The
-    aiohttp transport keeps httpx's API and ``MockTransport`` for tests. See bench/RESULTS.md.
-    """
-    transport = AiohttpTransport(
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-    )
-    return httpx.AsyncClient(
-        transport=transport, timeout=Timeouts().for_http(stream=False), follow_redirects=False
-    )
 
 
 def loads(data: str | bytes) -> Any:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
 import orjson
 
 from aiwire import errors
 from aiwire.providers.base import Capabilities, Provider, Support, Timeouts, error_text
+from aiwire.providers.transport import Headers, TransportError
 from aiwire.ratelimit import parse_go_duration
 from aiwire.types import (
     ChatChunk,
@@ -332,10 +332,10 @@ class GeminiProvider(Provider):
             raise fail("only https:// URLs and base64 data URLs are accepted")
         try:
             async with self.http.stream(
-                "GET", url, timeout=timeouts.for_http(stream=True), follow_redirects=False
+                "GET", url, headers={}, timeout=timeouts.for_http(stream=True)
             ) as resp:
-                if resp.status_code != 200:
-                    raise fail(f"HTTP {resp.status_code}")
+                if resp.status != 200:
+                    raise fail(f"HTTP {resp.status}")
                 mime = resp.headers.get("content-type", "").split(";")[0].strip().lower()
                 if not mime.startswith("image/"):
                     raise fail(f"content type {mime or 'missing'!r} is not an image")
@@ -343,12 +343,12 @@ class GeminiProvider(Provider):
                 if length.isdigit() and int(length) > MAX_IMAGE_BYTES:
                     raise fail(f"{length} bytes is over the {MAX_IMAGE_BYTES} byte limit")
                 content = bytearray()
-                async for piece in resp.aiter_bytes():
+                async for piece in resp.iter_bytes():
                     content += piece
                     if len(content) > MAX_IMAGE_BYTES:
                         raise fail(f"over the {MAX_IMAGE_BYTES} byte limit")
-        except httpx.HTTPError as exc:
-            raise fail(type(exc).__name__) from None
+        except TransportError as exc:
+            raise fail(exc.kind) from None
         return mime, bytes(content)
 
     def _call_parts(self, m: Message, i: int, model: str) -> list[dict[str, Any]]:
@@ -492,7 +492,7 @@ class GeminiProvider(Provider):
             model=model,
         )
 
-    def _event_payload(self, data: str, headers: httpx.Headers, model: str) -> dict[str, Any]:
+    def _event_payload(self, data: str, headers: Headers, model: str) -> dict[str, Any]:
         for secret in self._secrets():  # an echoed key must not reach an error's `.body`
             data = data.replace(secret, "[REDACTED]")
         try:
@@ -518,7 +518,7 @@ class GeminiProvider(Provider):
     # -- errors --
 
     def map_error(
-        self, status: int, body: bytes, headers: httpx.Headers, model: str | None
+        self, status: int, body: bytes, headers: Headers, model: str | None
     ) -> errors.ProviderError:
         for secret in self._secrets():  # keep a key out of `.body` too, should one be echoed
             body = body.replace(secret.encode(), b"[REDACTED]")
@@ -535,7 +535,7 @@ class GeminiProvider(Provider):
         self,
         err: Mapping[str, Any],
         status: int,
-        headers: httpx.Headers,
+        headers: Headers,
         model: str | None,
         body: Any,
     ) -> errors.ProviderError:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from aiwire import errors
@@ -23,6 +22,7 @@ from aiwire.providers.base import (
     Timeouts,
     error_text,
 )
+from aiwire.providers.transport import Headers
 from aiwire.ratelimit import RateLimitInfo, parse_openai_headers
 from aiwire.types import (
     ChatChunk,
@@ -97,7 +97,7 @@ class OpenAIProvider(Provider):
             model=request.model,
         )
         if isinstance(data, dict) and data.get("error"):
-            raise self._error_from_body(data, resp.status_code, resp.headers, request.model)
+            raise self._error_from_body(data, resp.status, resp.headers, request.model)
         try:
             out = ChatResponse.model_validate(data)
         except ValueError:
@@ -168,12 +168,12 @@ class OpenAIProvider(Provider):
 
     # -- errors and limits --
 
-    def ratelimit(self, headers: httpx.Headers) -> RateLimitInfo | None:
+    def ratelimit(self, headers: Headers) -> RateLimitInfo | None:
         info = parse_openai_headers(headers)
         return None if info.empty else info
 
     def map_error(
-        self, status: int, body: bytes, headers: httpx.Headers, model: str | None
+        self, status: int, body: bytes, headers: Headers, model: str | None
     ) -> errors.ProviderError:
         decoded, text = error_text(body)
         if isinstance(decoded, dict):
@@ -181,7 +181,7 @@ class OpenAIProvider(Provider):
         return self._make_error(status, text or f"HTTP {status}", None, None, None, headers, model)
 
     def _error_from_body(
-        self, body: dict[str, Any], status: int, headers: httpx.Headers, model: str | None
+        self, body: dict[str, Any], status: int, headers: Headers, model: str | None
     ) -> errors.ProviderError:
         err = body.get("error")
         if isinstance(err, str):  # some compatible servers send {"error": "message"}
@@ -206,7 +206,7 @@ class OpenAIProvider(Provider):
         code: str | None,
         param: Any,
         body: Any,
-        headers: httpx.Headers,
+        headers: Headers,
         model: str | None,
     ) -> errors.ProviderError:
         cls = _CODE_CLASSES.get(code or "") or errors.error_for_status(status)
@@ -252,7 +252,7 @@ class AzureOpenAIProvider(OpenAIProvider):
         return {"api-key": self.api_key.reveal()} if self.api_key else {}
 
 
-def _request_id(headers: httpx.Headers) -> str | None:
+def _request_id(headers: Headers) -> str | None:
     value = headers.get("x-request-id") or headers.get("apim-request-id")
     return str(value) if value else None
 

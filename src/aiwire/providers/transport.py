@@ -1,0 +1,316 @@
+"""How adapters reach the network: one small interface, two implementations.
+
+:class:`AiohttpTransport` is the default: aiohttp's connection pool costs a fraction of the CPU
+per request of httpx's request layer and does not collapse under concurrency (bench/RESULTS.md).
+:class:`HttpxTransport` wraps any ``httpx.AsyncClient``, so tests drive adapters through
+``httpx.MockTransport`` and users can bring a client configured their way (proxies, mTLS).
+
+Both raise :class:`TransportError` with a ``kind`` saying what failed; adapters turn that into
+aiwire's typed errors. Headers are read-only, case-insensitive mappings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+import httpx
+
+Headers = Mapping[str, str]
+Kind = Literal["connect", "connect_timeout", "read_timeout", "closed"]
+
+
+class TransportError(Exception):
+    """A request that got no (complete) HTTP answer. ``kind``: ``connect`` (refused, DNS),
+    ``connect_timeout``, ``read_timeout`` (no bytes within the read timeout) or ``closed`` (the
+    connection broke or the body was cut)."""
+
+    def __init__(self, kind: Kind, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind: Kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTimeout:
+    connect: float
+    read: float
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: Headers
+    content: bytes
+
+
+class StreamedResponse(ABC):
+    """A response whose body is read incrementally."""
+
+    status: int
+    headers: Headers
+
+    @abstractmethod
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Body pieces as they arrive; raises :class:`TransportError` if the body is cut."""
+
+    async def read(self) -> bytes:
+        return b"".join([piece async for piece in self.iter_bytes()])
+
+    async def iter_lines(self) -> AsyncIterator[str]:
+        """Body lines without their line ending (``\\n`` or ``\\r\\n``), any length."""
+        pending = b""
+        async for piece in self.iter_bytes():
+            pending += piece
+            if b"\n" not in piece:
+                continue
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.removesuffix(b"\r").decode("utf-8", "replace")
+        if pending:
+            yield pending.removesuffix(b"\r").decode("utf-8", "replace")
+
+
+class Transport(ABC):
+    @abstractmethod
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: HttpTimeout,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send a request and read the whole answer."""
+
+    @abstractmethod
+    def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: HttpTimeout,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[StreamedResponse]:
+        """Send a request; the answer's body is read inside the ``async with`` block. Leaving the
+        block early closes the connection (which cancels the upstream work)."""
+
+    async def aclose(self) -> None:
+        return None
+
+
+# --- aiohttp ------------------------------------------------------------------------------------
+
+
+def _aiohttp_error(exc: BaseException) -> TransportError:
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return TransportError("connect_timeout", detail)
+    if isinstance(exc, TimeoutError):  # SocketTimeoutError, ServerTimeoutError, asyncio's
+        return TransportError("read_timeout", detail)
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.InvalidURL):
+        return TransportError("connect", detail)
+    return TransportError("closed", detail)
+
+
+_AIOHTTP_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+class _AiohttpStreamed(StreamedResponse):
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers = resp.headers
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._resp.content.iter_any():
+                yield piece
+        except _AIOHTTP_ERRORS as exc:
+            raise _aiohttp_error(exc) from None
+
+
+class AiohttpTransport(Transport):
+    """aiohttp's pooled client. The session is created on first use, inside the running loop."""
+
+    def __init__(self, *, max_connections: int = 1000, keepalive: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive = keepalive
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=self._keepalive
+            )
+            # trust_env: honour HTTP(S)_PROXY / NO_PROXY like the providers' own SDKs do.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        return self._session
+
+    @staticmethod
+    def _timeout(t: HttpTimeout) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, connect=t.connect, sock_read=t.read)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: HttpTimeout,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
+        try:
+            async with self._client().request(
+                method,
+                url,
+                data=content,
+                headers=dict(headers),
+                params=dict(params) if params else None,
+                timeout=self._timeout(timeout),
+                allow_redirects=False,
+            ) as resp:
+                return Response(resp.status, resp.headers, await resp.read())
+        except _AIOHTTP_ERRORS as exc:
+            raise _aiohttp_error(exc) from None
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: HttpTimeout,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamedResponse]:
+        try:
+            resp = await self._client().request(
+                method,
+                url,
+                data=content,
+                headers=dict(headers),
+                params=dict(params) if params else None,
+                timeout=self._timeout(timeout),
+                allow_redirects=False,
+            )
+        except _AIOHTTP_ERRORS as exc:
+            raise _aiohttp_error(exc) from None
+        try:
+            yield _AiohttpStreamed(resp)
+        finally:
+            if resp.content.at_eof():
+                resp.release()  # the connection goes back to the pool
+            else:
+                resp.close()  # abandoned mid-body: drop the connection, cancelling upstream work
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# --- httpx --------------------------------------------------------------------------------------
+
+
+def _httpx_error(exc: httpx.HTTPError) -> TransportError:
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return TransportError("connect_timeout", detail)
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportError("read_timeout", detail)
+    if isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
+        return TransportError("connect", detail)
+    return TransportError("closed", detail)
+
+
+class _HttpxStreamed(StreamedResponse):
+    def __init__(self, resp: httpx.Response) -> None:
+        self._resp = resp
+        self.status = resp.status_code
+        self.headers = resp.headers
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._resp.aiter_bytes():
+                yield piece
+        except httpx.HTTPError as exc:
+            raise _httpx_error(exc) from None
+
+
+class HttpxTransport(Transport):
+    """Any ``httpx.AsyncClient``: a ``MockTransport`` in tests, or a client set up your way."""
+
+    def __init__(self, client: httpx.AsyncClient, *, owned: bool = False) -> None:
+        self.client = client
+        self._owned = owned
+
+    @staticmethod
+    def _timeout(t: HttpTimeout) -> httpx.Timeout:
+        return httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: HttpTimeout,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
+        try:
+            resp = await self.client.request(
+                method,
+                url,
+                content=content,
+                headers=dict(headers),
+                params=params,
+                timeout=self._timeout(timeout),
+                follow_redirects=False,
+            )
+        except httpx.HTTPError as exc:
+            raise _httpx_error(exc) from None
+        return Response(resp.status_code, resp.headers, resp.content)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: HttpTimeout,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamedResponse]:
+        request = self.client.build_request(
+            method,
+            url,
+            content=content,
+            headers=dict(headers),
+            params=params,
+            timeout=self._timeout(timeout),
+        )
+        try:
+            resp = await self.client.send(request, stream=True, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise _httpx_error(exc) from None
+        try:
+            yield _HttpxStreamed(resp)
+        finally:
+            await resp.aclose()
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self.client.aclose()
