@@ -369,3 +369,40 @@ def test_keys_never_reach_logs_reprs_or_errors(
     texts += [caplog.text, out.out, out.err]
     for t in texts:
         assert key not in t
+
+
+@pytest.mark.parametrize("model", ["sim-gpt", "sim-claude"])
+async def test_rate_limit_headers_are_parsed(client: AsyncClient, model: str) -> None:
+    resp = await client.chat(model, "hello")
+    rl = resp.ratelimit
+    assert rl is not None
+    assert rl.limit_requests and rl.remaining_requests is not None
+    assert rl.remaining_requests < rl.limit_requests
+    assert rl.limit_tokens and rl.reset_tokens is not None
+    first = None
+    async for chunk in client.stream(model, "hello"):
+        first = first or chunk.ratelimit
+    assert first is not None and first.limit_requests == rl.limit_requests
+
+
+async def test_gemini_has_no_rate_limit_headers(client: AsyncClient) -> None:
+    assert (await client.chat("sim-gemini", "hello")).ratelimit is None
+
+
+@pytest.mark.parametrize("model", ["sim-gpt", "sim-claude"])
+async def test_image_input_by_url(client: AsyncClient, model: str) -> None:
+    content = [
+        {"type": "text", "text": "Describe this picture."},
+        {"type": "image_url", "image_url": {"url": "https://images.example.test/cat.png"}},
+    ]
+    resp = await client.chat(model, [{"role": "user", "content": content}])
+    assert resp.text and resp.usage is not None and resp.usage.input_tokens > 0
+
+
+async def test_gemini_refuses_a_plain_http_image_url_clearly(client: AsyncClient) -> None:
+    content = [
+        {"type": "text", "text": "Describe"},
+        {"type": "image_url", "image_url": {"url": "http://images.example.test/cat.png"}},
+    ]
+    with pytest.raises(errors.BadRequestError, match="https"):
+        await client.chat("sim-gemini", [{"role": "user", "content": content}])
