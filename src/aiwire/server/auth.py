@@ -1,0 +1,127 @@
+"""Who is calling: the master key or a virtual key, checked without a database hit per request.
+
+A virtual key is looked up by the SHA-256 of its secret (so the dictionary lookup leaks nothing
+about the secret through timing) and cached for ``ttl`` seconds, misses included, so a revoked
+key stops working within ``ttl`` (default 2 s; the documented bound is 5 s). The master key is
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiwire import errors
+from aiwire.secrets import Secret
+from aiwire.store.keys import KeyRecord
+
+KEY_PREFIX = "aiw-"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    key_id: str | None  # None for the master key
+    name: str
+    is_master: bool = False
+    record: KeyRecord | None = None
+
+    def authorize(self, model: str, endpoint: str) -> None:
+        """Raise 403 unless this caller may use ``model`` on ``endpoint``."""
+        if self.record is None:
+            return
+        if not self.record.allows_endpoint(endpoint):
+            raise errors.PermissionDeniedError(
+                f"key {self.name!r} may not call {endpoint}; allowed: "
+                f"{', '.join(self.record.endpoints)}. Ask an admin to widen its scope.",
+                code="endpoint_not_allowed",
+            )
+        if not self.record.allows_model(model):
+            raise errors.PermissionDeniedError(
+                f"key {self.name!r} may not use model {model!r}; allowed: "
+                f"{', '.join(self.record.models)}. Ask an admin to widen its scope.",
+                model=model,
+                param="model",
+                code="model_not_allowed",
+            )
+
+
+def bearer(authorization: str | None, x_api_key: str | None, api_key: str | None) -> str | None:
+    """The presented secret: ``Authorization: Bearer`` (OpenAI), ``x-api-key`` (Anthropic) or
+    ``api-key`` (Azure)."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return x_api_key or api_key or None
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        master_key: Secret | None,
+        lookup: Callable[[str], Awaitable[KeyRecord | None]] | None,
+        ttl: float = 2.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._master = hashlib.sha256(master_key.reveal().encode()).digest() if master_key else None
+        self._lookup = lookup
+        self.ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._cache: OrderedDict[bytes, tuple[float, KeyRecord | None]] = OrderedDict()
+
+    async def authenticate(self, secret: str | None) -> Principal:
+        if not secret:
+            raise errors.AuthenticationError(
+                "no API key: send your aiwire key as `Authorization: Bearer aiw-...` "
+                "(or `x-api-key` for Anthropic clients)",
+                code="missing_api_key",
+            )
+        digest = hashlib.sha256(secret.encode()).digest()
+        if self._master is not None and hmac.compare_digest(digest, self._master):
+            return Principal(key_id=None, name="master", is_master=True)
+        if not secret.startswith(KEY_PREFIX) or self._lookup is None:
+            raise errors.AuthenticationError(
+                "invalid API key: aiwire keys start with `aiw-`; provider keys are not accepted "
+                "here (they stay on the server). Ask an admin for a key: aiwire keys create",
+                code="invalid_api_key",
+            )
+        record = await self._cached(digest, secret)
+        if record is None:
+            raise errors.AuthenticationError(
+                "invalid API key: unknown key; check it was copied whole (it is shown once, "
+                "at creation)",
+                code="invalid_api_key",
+            )
+        if not record.usable():
+            raise errors.AuthenticationError(
+                f"API key {record.display} ({record.name}) is revoked or expired; "
+                "ask an admin for a new one",
+                code="key_revoked_or_expired",
+            )
+        return Principal(key_id=record.id, name=record.name, record=record)
+
+    async def _cached(self, digest: bytes, secret: str) -> KeyRecord | None:
+        now = self._clock()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        assert self._lookup is not None
+        record = await self._lookup(secret)
+        self._cache[digest] = (now + self.ttl, record)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return record
+
+    def forget(self) -> None:
+        """Drop every cached key (after an admin change on this replica)."""
+        self._cache.clear()
