@@ -1,0 +1,456 @@
+"""The gateway: an ASGI app speaking OpenAI's and Anthropic's client protocols over the router.
+
+Hot path per request: route by dict lookup, authenticate (cached), read and parse the body once,
+route through :class:`aiwire.router.Router`, render in the client's protocol, then hand a log row
+to the background writer (no database work before the answer). A client that disconnects cancels
+its upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from aiwire import errors
+from aiwire.router import AttemptEvent, Router
+from aiwire.server import anthropic_wire, openai_wire
+from aiwire.server.asgi import (
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    end_stream,
+    header,
+    read_body,
+    respond,
+    start_stream,
+    stream_piece,
+)
+from aiwire.server.auth import Authenticator, Principal, bearer
+from aiwire.store.db import Database
+from aiwire.store.writer import LogWriter, RequestLogRow
+from aiwire.types import ChatChunk, ChatRequest, ChatResponse, Usage
+
+log = logging.getLogger("aiwire.server")
+
+CHAT = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
+MESSAGES = "/v1/messages"
+MODELS = "/v1/models"
+
+#: The router's attempt events for the request being served (set per request).
+_attempts: contextvars.ContextVar[list[AttemptEvent] | None] = contextvars.ContextVar(
+    "aiwire_attempts", default=None
+)
+
+
+@dataclass
+class GatewaySettings:
+    max_body_bytes: int = 20 * 1024 * 1024
+    store_content: bool = False
+
+
+class _Streamer(Protocol):
+    def render(self, chunk: ChatChunk) -> bytes: ...
+    def end(self) -> bytes: ...
+    def error(self, exc: BaseException) -> bytes: ...
+
+
+class _OpenAIStream:
+    def __init__(self, request: ChatRequest) -> None:
+        self._r = openai_wire.StreamRenderer(request)
+        self.render = self._r.render
+        self.error = self._r.error
+
+    def end(self) -> bytes:
+        return self._r.done()
+
+
+class _AnthropicStream:
+    def __init__(self, request: ChatRequest) -> None:
+        self._r = anthropic_wire.AnthropicStreamRenderer(request.model)
+        self.render = self._r.render
+        self.error = self._r.error
+
+    def end(self) -> bytes:
+        return self._r.finish()
+
+
+ErrorBody = Callable[[errors.AIWireError], tuple[int, bytes, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class _Wire:
+    """One client protocol: how to parse, render and fail."""
+
+    endpoint: str
+    parse: Callable[[bytes], ChatRequest]
+    render: Callable[[ChatResponse, str], bytes]
+    streamer: Callable[[ChatRequest], _Streamer]
+    error_body: ErrorBody
+    internal_error: Callable[[str | None], tuple[int, bytes, dict[str, str]]]
+
+
+OPENAI = _Wire(
+    CHAT,
+    openai_wire.parse_chat,
+    lambda resp, model: openai_wire.render_chat(resp),
+    _OpenAIStream,
+    openai_wire.error_body,
+    openai_wire.internal_error_body,
+)
+ANTHROPIC = _Wire(
+    MESSAGES,
+    anthropic_wire.parse_messages,
+    anthropic_wire.render_message,
+    _AnthropicStream,
+    anthropic_wire.error_body,
+    anthropic_wire.internal_error_body,
+)
+
+
+@dataclass
+class _Outcome:
+    """What a request did, for its log row."""
+
+    status: int = 200
+    error: str | None = None
+    usage: Usage | None = None
+    deployment: str | None = None
+    provider: str | None = None
+    ttft_ms: float | None = None
+    attempts: list[AttemptEvent] = field(default_factory=list)
+
+
+class Gateway:
+    def __init__(
+        self,
+        router: Router,
+        auth: Authenticator,
+        *,
+        database: Database | None = None,
+        writer: LogWriter | None = None,
+        settings: GatewaySettings | None = None,
+    ) -> None:
+        self.router = router
+        self.auth = auth
+        self.database = database
+        self.writer = writer
+        self.settings = settings or GatewaySettings()
+        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            ("POST", CHAT): lambda s, r, w: self._chat(s, r, w, OPENAI),
+            ("POST", MESSAGES): lambda s, r, w: self._chat(s, r, w, ANTHROPIC),
+            ("POST", EMBEDDINGS): self._embeddings,
+            ("GET", MODELS): self._models,
+            ("GET", "/health/live"): self._live,
+            ("GET", "/health/ready"): self._ready,
+        }
+        router.on_attempt.append(_record_attempt)
+
+    # -- ASGI entry ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is None:
+                await self._no_route(scope, send)
+                return
+            await handler(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # report start-up failure to the server, then stop
+                    log.error("start-up failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        if self.database is not None:
+            await self.database.migrate()
+        if self.writer is not None:
+            self.writer.start()
+
+    async def shutdown(self) -> None:
+        """Called after the server stopped accepting and in-flight requests ended."""
+        if self.writer is not None:
+            await self.writer.aclose()
+        await self.router.aclose()
+        if self.database is not None:
+            await self.database.aclose()
+
+    # -- chat, both protocols -----------------------------------------------------------------
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, wire: _Wire) -> None:
+        started = time.perf_counter()
+        request_id = "req_" + uuid.uuid4().hex
+        try:
+            principal = await self._principal(scope)
+            body = await read_body(scope, receive, self.settings.max_body_bytes)
+            request = wire.parse(body)
+            principal.authorize(request.model, wire.endpoint)
+        except ClientGone:
+            return
+        except BodyTooLarge as exc:
+            await self._fail(send, wire.error_body, _too_large(exc), request_id)
+            return
+        except errors.AIWireError as exc:
+            await self._fail(send, wire.error_body, exc, request_id)
+            return
+        outcome = _Outcome()
+        _attempts.set(outcome.attempts)
+        if request.stream:
+            work = self._stream(send, wire, request, outcome, request_id, started)
+        else:
+            work = self._whole(send, wire, request, outcome, request_id)
+        finished = await _until_disconnect(work, receive)
+        if not finished:
+            outcome.status, outcome.error = 499, "client_disconnected"
+        self._log(request_id, principal, request, wire.endpoint, outcome, started, body)
+
+    async def _whole(
+        self, send: Send, wire: _Wire, request: ChatRequest, outcome: _Outcome, request_id: str
+    ) -> None:
+        try:
+            resp = await self.router.chat(request)
+        except errors.AIWireError as exc:
+            outcome.status = await self._fail(send, wire.error_body, exc, request_id)
+            outcome.error = type(exc).__name__
+            return
+        outcome.usage, outcome.deployment, outcome.provider = (
+            resp.usage,
+            resp.deployment,
+            resp.provider,
+        )
+        await respond(send, 200, wire.render(resp, request.model), headers=_ids(request_id))
+
+    async def _stream(
+        self,
+        send: Send,
+        wire: _Wire,
+        request: ChatRequest,
+        outcome: _Outcome,
+        request_id: str,
+        started: float,
+    ) -> None:
+        chunks = self.router.stream(request)
+        streamer = wire.streamer(request)
+        try:
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                first = None
+            except errors.AIWireError as exc:
+                # Nothing was sent yet: a proper HTTP error in the client's protocol.
+                outcome.status = await self._fail(send, wire.error_body, exc, request_id)
+                outcome.error = type(exc).__name__
+                return
+            outcome.ttft_ms = (time.perf_counter() - started) * 1000
+            await start_stream(send, headers=_ids(request_id))
+            try:
+                if first is not None:
+                    _note(outcome, first)
+                    await stream_piece(send, streamer.render(first))
+                    async for chunk in chunks:
+                        _note(outcome, chunk)
+                        piece = streamer.render(chunk)
+                        if piece:
+                            await stream_piece(send, piece)
+            except errors.AIWireError as exc:
+                # Part of the answer is out: end with the protocol's in-stream error event.
+                outcome.status, outcome.error = exc.status or 502, type(exc).__name__
+                await end_stream(send, streamer.error(exc))
+                return
+            await end_stream(send, streamer.end())
+        finally:
+            await chunks.aclose()
+
+    # -- other endpoints ----------------------------------------------------------------------
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = "req_" + uuid.uuid4().hex
+        try:
+            principal = await self._principal(scope)
+            body = await read_body(scope, receive, self.settings.max_body_bytes)
+            request = openai_wire.parse_embeddings(body)
+            principal.authorize(request.model, EMBEDDINGS)
+        except ClientGone:
+            return
+        except BodyTooLarge as exc:
+            await self._fail(send, openai_wire.error_body, _too_large(exc), request_id)
+            return
+        except errors.AIWireError as exc:
+            await self._fail(send, openai_wire.error_body, exc, request_id)
+            return
+        outcome = _Outcome()
+        _attempts.set(outcome.attempts)
+        try:
+            resp = await self.router.embed(request)
+        except errors.AIWireError as exc:
+            outcome.status = await self._fail(send, openai_wire.error_body, exc, request_id)
+            outcome.error = type(exc).__name__
+        else:
+            outcome.deployment, outcome.provider = resp.deployment, resp.provider
+            outcome.usage = Usage.of(resp.usage.prompt_tokens, 0)
+            body_out = openai_wire.render_embeddings(resp, request.encoding_format)
+            await respond(send, 200, body_out, headers=_ids(request_id))
+        self._log(request_id, principal, request, EMBEDDINGS, outcome, started, None)
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            principal = await self._principal(scope)
+        except errors.AIWireError as exc:
+            await self._fail(send, openai_wire.error_body, exc, None)
+            return
+        record = principal.record
+        names = [n for n in self.router.names if record is None or record.allows_model(n)]
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "aiwire"} for n in names]
+        await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, b'{"status":"ok"}')
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        store_ok = True if self.database is None else await self.database.ping()
+        models = bool(self.router.names)
+        ok = store_ok and models
+        body = {"status": "ok" if ok else "unavailable", "store": store_ok, "models": models}
+        await respond(send, 200 if ok else 503, orjson.dumps(body))
+
+    async def _no_route(self, scope: Scope, send: Send) -> None:
+        path = scope["path"]
+        known = sorted({p for _, p in self._routes})
+        wrong_method = any(p == path for _, p in self._routes)
+        status = 405 if wrong_method else 404
+        message = (
+            f"{scope['method']} is not allowed on {path}"
+            if wrong_method
+            else f"no route {path}; this gateway serves: {', '.join(known)}"
+        )
+        exc = errors.NotFoundError(message, status=status, code="unknown_route")
+        shape = anthropic_wire.error_body if path.startswith(MESSAGES) else openai_wire.error_body
+        await self._fail(send, shape, exc, None)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _principal(self, scope: Scope) -> Principal:
+        secret = bearer(
+            header(scope, b"authorization"), header(scope, b"x-api-key"), header(scope, b"api-key")
+        )
+        return await self.auth.authenticate(secret)
+
+    async def _fail(
+        self, send: Send, shape: ErrorBody, exc: errors.AIWireError, request_id: str | None
+    ) -> int:
+        status, body, headers = shape(exc)
+        if request_id:
+            headers = {**headers, "x-request-id": request_id}
+        await respond(send, status, body, headers=headers.items())
+        return status
+
+    def _log(
+        self,
+        request_id: str,
+        principal: Principal,
+        request: Any,
+        endpoint: str,
+        outcome: _Outcome,
+        started: float,
+        body: bytes | None,
+    ) -> None:
+        if self.writer is None or not outcome.attempts:
+            return  # nothing reached a provider: no usage row
+        usage = outcome.usage
+        last = outcome.attempts[-1]
+        self.writer.submit(
+            RequestLogRow(
+                request_id=request_id,
+                model=request.model,
+                endpoint=endpoint,
+                status=outcome.status,
+                key_id=principal.key_id,
+                deployment=outcome.deployment or last.deployment,
+                provider=outcome.provider,
+                error_type=outcome.error,
+                input_tokens=usage.input_tokens if usage else 0,
+                output_tokens=usage.output_tokens if usage else 0,
+                cached_tokens=usage.cached_input_tokens if usage else 0,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                ttft_ms=outcome.ttft_ms,
+                retries=len(outcome.attempts) - 1,
+                fallback=last.fallback,
+                stream=bool(getattr(request, "stream", False)),
+                prompt=_content(body) if self.settings.store_content else None,
+            )
+        )
+
+
+def _record_attempt(event: AttemptEvent) -> None:
+    attempts = _attempts.get()
+    if attempts is not None:
+        attempts.append(event)
+
+
+def _note(outcome: _Outcome, chunk: ChatChunk) -> None:
+    if chunk.usage is not None:
+        outcome.usage = chunk.usage
+    if outcome.deployment is None:
+        outcome.deployment, outcome.provider = chunk.deployment, chunk.provider
+
+
+def _ids(request_id: str) -> list[tuple[str, str]]:
+    return [("x-request-id", request_id)]
+
+
+def _too_large(exc: BodyTooLarge) -> errors.BadRequestError:
+    return errors.BadRequestError(
+        f"request body is larger than {exc.limit} bytes", status=413, code="request_too_large"
+    )
+
+
+async def _until_disconnect(work: Awaitable[None], receive: Receive) -> bool:
+    """Run ``work``; if the client disconnects first, cancel it (and so the upstream call).
+    Returns whether ``work`` finished."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _content(body: bytes | None) -> str | None:
+    return body.decode("utf-8", "replace") if body else None
