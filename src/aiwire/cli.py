@@ -162,6 +162,42 @@ def models(config: ConfigOpt = None, simulator: SimOpt = False) -> None:
 
 
 @app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Interface (default: server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: server.port, 4000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the gateway: OpenAI- and Anthropic-compatible endpoints over your configured models.
+
+    Example: AIWIRE_MASTER_KEY=sk-... aiwire serve -c aiwire.yaml --port 4000
+    With no config: a SQLite store under ./.aiwire/, the built-in simulator's models (sim-gpt,
+    sim-claude, sim-gemini, ...) and every provider whose key is in the environment. Point any
+    OpenAI SDK at http://127.0.0.1:4000/v1 and any Anthropic SDK at http://127.0.0.1:4000.
+    """
+    from aiwire.server import serve as gateway
+
+    with _friendly_errors():
+        if (
+            config is None
+            and not os.environ.get("AIWIRE_CONFIG")
+            and not Path("aiwire.yaml").exists()
+        ):
+            from aiwire.simulator import SimulatorConfig, SimulatorServer
+
+            with SimulatorServer(SimulatorConfig(tokens_per_second=0)) as sim:
+                err_console.print(
+                    f"built-in simulator at {sim.url}; models: sim-gpt, sim-claude, sim-gemini"
+                )
+                gateway.run(
+                    config_path=None, host=host, port=port, workers=workers, simulator_url=sim.url
+                )
+            return
+        path = str(config) if config else os.environ.get("AIWIRE_CONFIG") or "aiwire.yaml"
+        gateway.run(config_path=path, host=host, port=port, workers=workers, simulator_url=None)
+
+
+@app.command()
 def simulate(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",

@@ -122,11 +122,49 @@ class RouterConfig(_Strict):
     strategy: Literal["least_inflight", "weighted"] = "least_inflight"
 
 
+class ServerConfig(_Strict):
+    """The gateway (``aiwire serve``)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    #: ``env:NAME`` / ``file:/path``; default: ``AIWIRE_MASTER_KEY``.
+    master_key: str | Secret | None = None
+    #: ``sqlite:///path`` (default, embedded) or ``postgresql://...``.
+    store: str = "sqlite:///.aiwire/aiwire.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=0, le=65535)
+    max_body_mb: float = Field(default=20.0, gt=0)
+    #: Keep prompts and completions in the request log (off: only metadata and token counts).
+    store_content: bool = False
+    #: Seconds that in-flight requests and streams get to finish on SIGTERM/SIGINT.
+    grace_period: float = Field(default=30.0, ge=0)
+    #: Seconds a virtual key stays cached: a revocation takes effect within this bound.
+    auth_cache_ttl: float = Field(default=2.0, ge=0, le=5)
+
+    @field_validator("master_key")
+    @classmethod
+    def _reference_only(cls, value: str | Secret | None) -> str | Secret | None:
+        if isinstance(value, str) and not is_reference(value):
+            raise ValueError(
+                "a literal master key in a config file is refused; write env:NAME or file:/path"
+            )
+        return value
+
+    def resolved_master_key(self) -> Secret | None:
+        if isinstance(self.master_key, Secret):
+            return self.master_key
+        if self.master_key is not None:
+            return resolve(self.master_key, field="server.master_key")
+        if os.environ.get("AIWIRE_MASTER_KEY"):
+            return resolve("env:AIWIRE_MASTER_KEY", field="AIWIRE_MASTER_KEY")
+        return None
+
+
 class Config(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: list[DeploymentConfig] = Field(default_factory=list)
     router: RouterConfig = Field(default_factory=RouterConfig)
-    server: dict[str, Any] = Field(default_factory=dict)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     def model_post_init(self, context: Any) -> None:
         for i, dep in enumerate(self.models):

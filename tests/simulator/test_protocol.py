@@ -443,3 +443,11 @@ def test_drop_mid_stream_cuts_the_chunked_body(sim: SimulatorServer, proto: str)
     assert received.count(b"data: ") >= 2
     for terminal in (b"[DONE]", b"message_stop", b"finishReason"):
         assert terminal not in received
+
+
+def test_latency_ms_delays_answers() -> None:
+    with SimulatorServer(SimulatorConfig(latency_ms=300)) as slow:
+        t0 = time.monotonic()
+        r = httpx.post(f"{slow.url}/v1/chat/completions", headers=OA, json=oa_body("hi"))
+        assert r.status_code == 200
+        assert time.monotonic() - t0 >= 0.3

@@ -87,6 +87,8 @@ async def admit(
     refusal = state.limiter.admit(protocol, model, estimate, actual)
     if refusal is not None:
         return rate_limited(protocol, model, refusal, rl_headers)
+    if state.config.latency_ms:
+        await wait_or_shutdown(state.shutdown, state.config.latency_ms / 1000)
     return Admitted({**headers, **state.limiter.headers(protocol, model)}, fault)
 
 
