@@ -273,3 +273,7 @@ def main() -> None:
         handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
     )
     app()
+
+
+if __name__ == "__main__":
+    main()
