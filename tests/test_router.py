@@ -345,3 +345,33 @@ async def test_a_cancelled_half_open_probe_does_not_wedge_the_deployment() -> No
         await task
     assert not d.probing and d.inflight == 0
     assert router._pick("m", None) is d  # it can be probed again
+
+
+async def test_max_concurrency_caps_upstream_requests_per_deployment() -> None:
+    peak = [0, 0]
+
+    class Counting(Scripted):
+        async def chat(self, request: ChatRequest, timeouts: Timeouts) -> ChatResponse:
+            peak[0] += 1
+            peak[1] = max(peak[1], peak[0])
+            try:
+                await asyncio.sleep(0.02)
+                return await super().chat(request, timeouts)
+            finally:
+                peak[0] -= 1
+
+    p = Counting("p", [])
+    router = Router([dep("m", p, max_concurrency=2)])
+    await asyncio.gather(*(router.chat(req()) for _ in range(8)))
+    assert p.calls == 8 and peak[1] == 2
+
+
+async def test_full_deployment_is_avoided_while_another_has_room() -> None:
+    a, b = Scripted("a", [], hang=0.05), Scripted("b", [], hang=0.05)
+    router = Router(
+        [dep("m", a, max_concurrency=1, weight=100), dep("m", b)],
+        RouterConfig(strategy="weighted"),
+        rng=random.Random(0),
+    )
+    await asyncio.gather(*(router.chat(req()) for _ in range(6)))
+    assert a.calls >= 1 and b.calls >= 4

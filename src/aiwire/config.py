@@ -99,6 +99,8 @@ class DeploymentConfig(_Strict):
     weight: float = Field(default=1.0, gt=0)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    #: Upstream requests in flight at once on this deployment; more wait for a free slot.
+    max_concurrency: int | None = Field(default=None, ge=1)
     fallbacks: list[str] = Field(default_factory=list)
     context_window_fallbacks: list[str] = Field(default_factory=list)
     timeout: float | None = Field(default=None, gt=0)

@@ -41,6 +41,7 @@ class Deployment:
     context_window_fallbacks: list[str] = field(default_factory=list)
     rpm: int | None = None
     tpm: int | None = None
+    max_concurrency: int | None = None
 
     inflight: int = 0
     consecutive_failures: int = 0
@@ -48,9 +49,26 @@ class Deployment:
     probing: bool = False  # a half-open probe is in flight
     rate_limited_until: float = 0.0
 
+    _slots: asyncio.Semaphore | None = field(default=None, repr=False)
+
     @property
     def id(self) -> str:
         return f"{self.name}@{self.provider.name}/{self.model}"
+
+    @property
+    def full(self) -> bool:
+        return self.max_concurrency is not None and self.inflight >= self.max_concurrency
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_concurrency`` upstream slots (waiting for one if all are taken)."""
+        if self.max_concurrency is None:
+            yield
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        async with self._slots:
+            yield
 
     def state(self, now: float) -> str:
         if self.consecutive_failures == 0 or self.open_until == 0.0:
@@ -148,7 +166,9 @@ class Router:
             yielded = False
             chunks = dep.provider.stream(_for_deployment(request, dep), dep.timeouts)
             dep.inflight += 1
+            slot = dep.slot()
             try:
+                await slot.__aenter__()
                 deadline = self._clock() + dep.timeouts.total
                 while True:
                     gap = dep.timeouts.idle if yielded else dep.timeouts.first_byte
@@ -175,6 +195,7 @@ class Router:
                 closer = getattr(chunks, "aclose", None)
                 if closer is not None:
                     await closer()
+                await slot.__aexit__(None, None, None)
             plan.succeeded(dep)
             return
         raise plan.exhausted()
@@ -186,7 +207,8 @@ class Router:
         while (dep := await plan.next()) is not None:
             dep.inflight += 1
             try:
-                result = await once(dep)
+                async with dep.slot():
+                    result = await once(dep)
             except errors.ProviderError as exc:
                 plan.failed(dep, exc)
                 continue
@@ -209,6 +231,8 @@ class Router:
             return None
         fresh = [d for d in candidates if d.rate_limited_until <= now]
         candidates = fresh or candidates
+        free = [d for d in candidates if not d.full]
+        candidates = free or candidates
         if avoid is not None and len(candidates) > 1:
             candidates = [d for d in candidates if d is not avoid] or candidates
         if len(candidates) == 1:
@@ -410,6 +434,7 @@ def _deployment(d: DeploymentConfig, provider: Provider, rc: RouterConfig) -> De
         context_window_fallbacks=list(d.context_window_fallbacks),
         rpm=d.rpm,
         tpm=d.tpm,
+        max_concurrency=d.max_concurrency,
     )
 
 
