@@ -29,12 +29,18 @@ def test_demo_runs_offline_and_shows_every_part() -> None:
         "A 429, retried",
         "A fallback",
         "Embeddings",
+        "The gateway",
     ):
         assert part in out
     assert "get_weather" in out and "Oslo" in out and "Paris" in out
     assert "RateLimitError" in out and "after waiting 1.00s: ok" in out
     assert "answered by sim-claude@" in out
     assert "anna.berg@northwind.test" in out
+    assert "OpenAI protocol → Claude model: 200" in out
+    assert "Anthropic protocol → GPT model: 200" in out
+    assert "out of scope (sim-gemini): 403" in out
+    assert "a client choosing the upstream: 400" in out
+    assert "request log holds 2 rows" in out
 
 
 def test_chat_streams_with_the_simulator() -> None:
@@ -70,9 +76,23 @@ def test_capabilities_markdown_matches_docs() -> None:
     assert result.output == (ROOT / "docs" / "capabilities.md").read_text()
 
 
-@pytest.mark.parametrize("command", ["chat", "models", "simulate", "demo", "capabilities"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "chat",
+        "models",
+        "simulate",
+        "demo",
+        "capabilities",
+        "serve",
+        "keys create",
+        "keys list",
+        "keys revoke",
+        "keys rotate",
+    ],
+)
 def test_every_command_has_help_with_an_example(command: str) -> None:
-    result = runner.invoke(app, [command, "--help"])
+    result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output
 

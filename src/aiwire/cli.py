@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aiwire import errors
+from aiwire.cli_keys import keys_app
 from aiwire.config import Config, config_from_env, simulator_config
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(keys_app, name="keys")
 console = Console()
 err_console = Console(stderr=True)
 

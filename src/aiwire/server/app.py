@@ -23,6 +23,8 @@ import orjson
 from aiwire import errors
 from aiwire.router import AttemptEvent, Router
 from aiwire.server import anthropic_wire, openai_wire
+from aiwire.server.admin import PREFIX as ADMIN_PREFIX
+from aiwire.server.admin import AdminAPI
 from aiwire.server.asgi import (
     BodyTooLarge,
     ClientGone,
@@ -38,6 +40,7 @@ from aiwire.server.asgi import (
 )
 from aiwire.server.auth import Authenticator, Principal, bearer
 from aiwire.store.db import Database
+from aiwire.store.keys import KeyStore
 from aiwire.store.writer import LogWriter, RequestLogRow
 from aiwire.types import ChatChunk, ChatRequest, ChatResponse, Usage
 
@@ -140,6 +143,7 @@ class Gateway:
         *,
         database: Database | None = None,
         writer: LogWriter | None = None,
+        keys: KeyStore | None = None,
         settings: GatewaySettings | None = None,
     ) -> None:
         self.router = router
@@ -147,6 +151,10 @@ class Gateway:
         self.database = database
         self.writer = writer
         self.settings = settings or GatewaySettings()
+        #: The admin API under /admin/ (master key only), where the keys live.
+        self.admin = (
+            None if keys is None else AdminAPI(keys, auth, model_names=lambda: router.names)
+        )
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", CHAT): lambda s, r, w: self._chat(s, r, w, OPENAI),
             ("POST", MESSAGES): lambda s, r, w: self._chat(s, r, w, ANTHROPIC),
@@ -161,6 +169,9 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self.admin is not None and scope["path"].startswith(ADMIN_PREFIX):
+                await self.admin(scope, receive, send)
+                return
             handler = self._routes.get((scope["method"], scope["path"]))
             if handler is None:
                 await self._no_route(scope, send)

@@ -36,6 +36,11 @@ def build_gateway(
     writer = LogWriter(database, store_content=settings.store_content)
     auth = Authenticator(master_key=master_key, lookup=keys.find_by_secret, ttl=auth_ttl)
     gateway = Gateway(
-        Router.from_config(config), auth, database=database, writer=writer, settings=settings
+        Router.from_config(config),
+        auth,
+        database=database,
+        writer=writer,
+        keys=keys,
+        settings=settings,
     )
     return GatewayParts(gateway, database, keys, writer)
