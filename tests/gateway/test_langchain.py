@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
-
 from tests.gateway.conftest import MASTER, Gateway
 
 
