@@ -39,6 +39,7 @@ def main() -> None:
 
     from aiwire.config import Config
     from aiwire.secrets import Secret
+    from aiwire.server.app import GatewaySettings
     from aiwire.server.build import build_gateway
 
     models = [{"name": "bench", "provider": "upstream", "model": "gpt-4o-mini"}]
@@ -64,7 +65,12 @@ def main() -> None:
     if not master:
         sys.exit("set AIWIRE_MASTER_KEY")
     store_url = f"sqlite:///{os.path.join(args.store_dir, 'aiwire.db')}"
-    parts = build_gateway(config, store_url=store_url, master_key=Secret(master, "master"))
+    parts = build_gateway(
+        config,
+        store_url=store_url,
+        master_key=Secret(master, "master"),
+        settings=GatewaySettings(freeze_gc=True),  # as `aiwire serve` runs it
+    )
 
     uvicorn.run(
         parts.gateway,

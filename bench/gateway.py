@@ -63,6 +63,7 @@ import orjson
 HERE = Path(__file__).resolve().parent
 UPSTREAM = HERE / "_gateway_upstream.py"
 GATEWAY_APP = HERE / "_gateway_app.py"
+BARE_APP = HERE / "_passthrough_app.py"
 LITELLM_CONFIG = HERE / "_litellm_config.yaml"
 LITELLM_DEFAULT = "/work/litellm-venv/bin/litellm"
 
@@ -602,7 +603,13 @@ def main() -> None:
     ap.add_argument("--stall-streams", type=int, default=1000)
     ap.add_argument("--soak", type=int, default=None, help="requests in the aiwire soak")
     ap.add_argument("--profile", action="store_true", help="py-spy the aiwire gateway")
+    ap.add_argument("--profile-conc", type=int, default=64, help="concurrency of the profiled runs")
     ap.add_argument("--json", default=None, help="write all cells to this JSON file")
+    ap.add_argument(
+        "--bare",
+        action="store_true",
+        help="also measure bench/_passthrough_app.py (uvicorn + aiohttp, no features): the floor",
+    )
     ap.add_argument("--only", default="json,stream,stall,soak", help="phases to run")
     args = ap.parse_args()
 
@@ -626,7 +633,7 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     logs = Path(tmp.name)
     try:
-        up_port, gw_port, ll_port = free_port(), free_port(), free_port()
+        up_port, gw_port, ll_port, bare_port = free_port(), free_port(), free_port(), free_port()
         up_log = open(logs / "upstream.log", "wb")  # noqa: SIM115
         up = subprocess.Popen(
             [sys.executable, str(UPSTREAM), str(up_port), str(HARNESS_CPU)],
@@ -653,6 +660,15 @@ def main() -> None:
             return gw
 
         gw = start_aiwire(logs / "store1")
+        bare = None
+        if args.bare:
+            bare_log = open(logs / "bare.log", "wb")  # noqa: SIM115
+            bare = subprocess.Popen(
+                [sys.executable, str(BARE_APP), "--port", str(bare_port),
+                 "--upstream", f"http://127.0.0.1:{up_port}/v1", "--cpu", str(GATEWAY_CPU)],
+                env=child_env(), stdout=bare_log, stderr=bare_log,
+            )  # fmt: skip
+            procs.append(bare)
         ll = None
         if litellm_bin:
             ll_log = open(logs / "litellm.log", "wb")  # noqa: SIM115
@@ -675,6 +691,8 @@ def main() -> None:
             procs.append(ll)
         wait_http(f"http://127.0.0.1:{up_port}/_stats", up, 20, "upstream")
         wait_http(f"http://127.0.0.1:{gw_port}/health/ready", gw, 30, "aiwire")
+        if bare is not None:
+            wait_http(f"http://127.0.0.1:{bare_port}/health/ready", bare, 30, "bare")
         if ll is not None:
             wait_http(f"http://127.0.0.1:{ll_port}/health/readiness", ll, 180, "litellm")
         print(f"# ready after {time.monotonic() - t_start:.0f} s", file=sys.stderr)
@@ -686,6 +704,10 @@ def main() -> None:
         gateway_model = lambda g: "bench" + (f"-g{g}" if g else "")  # noqa: E731
         aiwire = Target("aiwire", f"http://127.0.0.1:{gw_port}", AIWIRE_KEY, gw.pid, gateway_model)
         targets = [direct, aiwire]
+        if bare is not None:
+            targets.append(
+                Target("bare", f"http://127.0.0.1:{bare_port}", "none", bare.pid, gateway_model)
+            )
         if ll is not None:
             litellm = Target(
                 "litellm", f"http://127.0.0.1:{ll_port}", LITELLM_KEY, ll.pid, gateway_model,
@@ -794,7 +816,7 @@ def main() -> None:
 
         prof = ""
         if args.profile:
-            prof = arun(run_profile(aiwire, up_port, logs, q))
+            prof = arun(run_profile(aiwire, up_port, logs, q, args.profile_conc))
 
         # --- report ---
         print(f"\n## Gateway benchmark ({'quick' if q else 'full'} run, "
@@ -930,7 +952,7 @@ async def run_soak(t: Target, total: int, up_port: int, store: Path) -> dict[str
     }
 
 
-async def run_profile(t: Target, up_port: int, logs: Path, quick: bool) -> str:
+async def run_profile(t: Target, up_port: int, logs: Path, quick: bool, conc: int = 64) -> str:
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
         return "py-spy not installed in this venv: pip install py-spy"
@@ -939,17 +961,17 @@ async def run_profile(t: Target, up_port: int, logs: Path, quick: bool) -> str:
     for kind in ("json", "stream"):
         raw = logs / f"profile-{kind}.txt"
         cmd = [str(spy), "record", "--pid", str(t.pid), "--duration", str(dur), "--rate", "200",
-               "--format", "raw", "--output", str(raw), "--nonblocking"]  # fmt: skip
+               "--format", "raw", "--output", str(raw), "--nonblocking", "--gil"]  # fmt: skip
         spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await asyncio.sleep(0.5)
         n = 100_000 if kind == "json" else 30_000
-        await measure(t, kind, 64, n, dur + 1, up_port, [], warm=0)
+        await measure(t, kind, conc, n, dur + 1, up_port, [], warm=0)
         try:
             spy_proc.wait(30)
         except subprocess.TimeoutExpired:
             spy_proc.kill()
         if raw.exists():
-            out.append(f"== {kind}, concurrency 64, {dur} s ==\n" + top_functions(raw))
+            out.append(f"== {kind}, concurrency {conc}, {dur} s ==\n" + top_functions(raw))
             keep = Path(tempfile.gettempdir()) / f"aiwire-gwbench-profile-{kind}.txt"
             with contextlib.suppress(OSError):
                 keep.write_text(raw.read_text())

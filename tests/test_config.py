@@ -130,3 +130,21 @@ def test_secret_never_shows_its_value() -> None:
         pickle.dumps(s)
     cfg = ProviderConfig(type="openai", api_key=s)
     assert KEY not in repr(cfg) and KEY not in str(cfg.model_dump())
+
+
+def test_ids_are_unique_and_renewed_in_a_forked_child() -> None:
+    import os
+
+    from aiwire.types import new_id
+
+    ids = {new_id("req_") for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(len(i) == len("req_") + 24 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new random part, so ids never repeat the parent's
+        os.write(write, new_id("req_").encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    assert child[4:16] != new_id("req_")[4:16]

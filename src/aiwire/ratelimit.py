@@ -52,10 +52,13 @@ def parse_go_duration(value: str) -> float | None:
     value = value.strip()
     if not value:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
+    if value[-1].isdigit():  # a bare number (no exception on the usual, suffixed, path)
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    if value.endswith("ms") and value[:-2].isdigit():  # the usual short reset: "17ms"
+        return int(value[:-2]) / 1000
     pos, total = 0, 0.0
     for m in _GO_DURATION.finditer(value):
         if m.start() != pos:
@@ -100,6 +103,8 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 def _int(value: str | None) -> int | None:
     if value is None:
         return None
+    if value.isdigit():
+        return int(value)
     try:
         return int(float(value))
     except ValueError:

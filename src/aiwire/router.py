@@ -16,16 +16,27 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from aiwire import errors
 from aiwire.config import Config, DeploymentConfig, RouterConfig
 from aiwire.providers.base import Provider, Timeouts
 from aiwire.providers.registry import provider_class
-from aiwire.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from aiwire.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    RawChatResponse,
+    RawChunk,
+)
+from aiwire.watchdog import Watchdog
 
 log = logging.getLogger("aiwire.router")
 T = TypeVar("T")
+R = TypeVar("R", ChatResponse, RawChatResponse, ChatResponse | RawChatResponse)
+C = TypeVar("C", ChatChunk, RawChunk, ChatChunk | RawChunk)
 
 
 @dataclass(eq=False)
@@ -50,10 +61,11 @@ class Deployment:
     rate_limited_until: float = 0.0
 
     _slots: asyncio.Semaphore | None = field(default=None, repr=False)
+    #: ``name@provider/model``: how logs, metrics and responses name this deployment.
+    id: str = field(init=False, default="")
 
-    @property
-    def id(self) -> str:
-        return f"{self.name}@{self.provider.name}/{self.model}"
+    def __post_init__(self) -> None:
+        self.id = f"{self.name}@{self.provider.name}/{self.model}"
 
     @property
     def full(self) -> bool:
@@ -76,8 +88,7 @@ class Deployment:
         return "open" if now < self.open_until else "half-open"
 
 
-@dataclass(frozen=True)
-class AttemptEvent:
+class AttemptEvent(NamedTuple):
     """What one attempt did; observers (logs, metrics) subscribe with ``Router.on_attempt``."""
 
     model: str
@@ -142,46 +153,78 @@ class Router:
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         async def once(dep: Deployment) -> ChatResponse:
-            req = _for_deployment(request, dep)
-            async with _deadline(dep.timeouts.total, dep):
-                resp = await dep.provider.chat(req, dep.timeouts)
-            resp.deployment = dep.id
-            return resp
+            return await _attempt(dep, dep.provider.chat, request)
+
+        return await self._run(request.model, once)
+
+    async def chat_passthrough(self, request: ChatRequest) -> ChatResponse | RawChatResponse:
+        """:meth:`chat` for a gateway that answers in OpenAI's protocol: a deployment whose
+        adapter speaks it too answers with the upstream's own bytes (:class:`RawChatResponse`),
+        any other with a canonical response. Retries and fallbacks are the same."""
+
+        async def once(dep: Deployment) -> ChatResponse | RawChatResponse:
+            provider = dep.provider
+            call = provider.chat_raw if provider.passthrough else provider.chat
+            return await _attempt(dep, call, request)
 
         return await self._run(request.model, once)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         async def once(dep: Deployment) -> EmbeddingResponse:
             req = request.model_copy(update={"model": dep.model})
-            async with _deadline(dep.timeouts.total, dep):
-                resp = await dep.provider.embed(req, dep.timeouts)
+            total = dep.timeouts.total
+            try:
+                async with asyncio.timeout(total):
+                    resp = await dep.provider.embed(req, dep.timeouts)
+            except TimeoutError:
+                raise _timed_out(dep, total) from None
             resp.deployment = dep.id
             return resp
 
         return await self._run(request.model, once)
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
+        return self._stream(request, _canonical)
+
+    def stream_passthrough(
+        self, request: ChatRequest
+    ) -> AsyncGenerator[ChatChunk | RawChunk, None]:
+        """:meth:`stream` for a gateway that answers in OpenAI's protocol: chunks from a
+        deployment whose adapter speaks it too come as the upstream's own bytes
+        (:class:`RawChunk`), any other's as canonical chunks."""
+        return self._stream(request, _passthrough)
+
+    async def _stream(
+        self, request: ChatRequest, opener: Callable[[Provider], _Opener[C]]
+    ) -> AsyncGenerator[C, None]:
         plan = _Plan(self, request.model)
         while (dep := await plan.next()) is not None:
             yielded = False
-            chunks = dep.provider.stream(_for_deployment(request, dep), dep.timeouts)
+            chunks = opener(dep.provider)(_for_deployment(request, dep), dep.timeouts)
             dep.inflight += 1
             slot = dep.slot()
+            watchdog: Watchdog | None = None
             try:
                 await slot.__aenter__()
-                deadline = self._clock() + dep.timeouts.total
+                # One timer for the whole attempt (not one per chunk): first chunk within
+                # first_byte, each next one within idle, all of it within total.
+                timeouts, dep_id = dep.timeouts, dep.id
+                watchdog = Watchdog(total=timeouts.total)
+                gap = timeouts.first_byte
                 while True:
-                    gap = dep.timeouts.idle if yielded else dep.timeouts.first_byte
-                    left = deadline - self._clock()
+                    watchdog.arm(gap)
                     try:
-                        async with _deadline(
-                            min(gap, left), dep, "first chunk" if not yielded else "next chunk"
-                        ):
-                            chunk = await anext(chunks)
+                        chunk = await anext(chunks)
                     except StopAsyncIteration:
                         break
-                    chunk.deployment = dep.id
+                    except asyncio.CancelledError:
+                        if watchdog.expired():
+                            raise _stream_timed_out(dep, watchdog, gap, yielded) from None
+                        raise
+                    watchdog.disarm()
+                    chunk.deployment = dep_id
                     yielded = True
+                    gap = timeouts.idle
                     yield chunk
             except errors.ProviderError as exc:
                 if yielded:
@@ -190,6 +233,8 @@ class Router:
                 plan.failed(dep, exc)
                 continue
             finally:
+                if watchdog is not None:
+                    watchdog.close()
                 dep.inflight -= 1
                 dep.probing = False  # however the attempt ended (even cancelled), the probe is over
                 closer = getattr(chunks, "aclose", None)
@@ -207,8 +252,11 @@ class Router:
         while (dep := await plan.next()) is not None:
             dep.inflight += 1
             try:
-                async with dep.slot():
+                if dep.max_concurrency is None:
                     result = await once(dep)
+                else:
+                    async with dep.slot():
+                        result = await once(dep)
             except errors.ProviderError as exc:
                 plan.failed(dep, exc)
                 continue
@@ -439,18 +487,52 @@ def _deployment(d: DeploymentConfig, provider: Provider, rc: RouterConfig) -> De
 
 
 def _for_deployment(request: ChatRequest, dep: Deployment) -> ChatRequest:
-    return request.model_copy(update={"model": dep.model})
+    """The request with the deployment's upstream model name: a shallow copy (``__copy__``
+    then the field set directly: ``model_copy(update=...)`` costs half as much again)."""
+    if request.model == dep.model:
+        return request
+    copy = request.__copy__()
+    copy.__dict__["model"] = dep.model
+    return copy
 
 
-@contextlib.asynccontextmanager
-async def _deadline(seconds: float, dep: Deployment, what: str = "response") -> AsyncIterator[None]:
-    """Turn a lapsed deadline into aiwire's typed, retryable TimeoutError."""
+async def _attempt(
+    dep: Deployment, call: Callable[[ChatRequest, Timeouts], Awaitable[R]], request: ChatRequest
+) -> R:
+    """One non-streamed attempt on ``dep``, bounded by its total timeout."""
+    total = dep.timeouts.total
     try:
-        async with asyncio.timeout(max(seconds, 0.0)):
-            yield
+        async with asyncio.timeout(total):
+            resp = await call(_for_deployment(request, dep), dep.timeouts)
     except TimeoutError:
-        raise errors.TimeoutError(
-            f"no {what} from {dep.provider.name} within {seconds:.3g}s",
-            provider=dep.provider.name,
-            model=dep.model,
-        ) from None
+        raise _timed_out(dep, total) from None
+    resp.deployment = dep.id
+    return resp
+
+
+_Opener = Callable[[ChatRequest, Timeouts], AsyncIterator[C]]
+
+
+def _canonical(provider: Provider) -> _Opener[ChatChunk]:
+    return provider.stream
+
+
+def _passthrough(provider: Provider) -> _Opener[ChatChunk | RawChunk]:
+    return provider.stream_raw if provider.passthrough else provider.stream
+
+
+def _stream_timed_out(
+    dep: Deployment, watchdog: Watchdog, gap: float, yielded: bool
+) -> errors.TimeoutError:
+    if watchdog.past_end:
+        return _timed_out(dep, dep.timeouts.total, "complete stream")
+    return _timed_out(dep, gap, "next chunk" if yielded else "first chunk")
+
+
+def _timed_out(dep: Deployment, seconds: float, what: str = "response") -> errors.TimeoutError:
+    """aiwire's typed, retryable TimeoutError for a lapsed deadline."""
+    return errors.TimeoutError(
+        f"no {what} from {dep.provider.name} within {max(seconds, 0.0):.3g}s",
+        provider=dep.provider.name,
+        model=dep.model,
+    )

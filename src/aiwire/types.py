@@ -8,8 +8,10 @@ rate-limit state) are excluded from serialisation.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -236,8 +238,28 @@ class Choice(_Model):
     logprobs: Any = None
 
 
+class _Ids:
+    """Unique ids without a syscall each: 48 random bits per process (renewed after a fork) and
+    a counter. Ids name things; they are not secrets and need not be unguessable."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(6).hex()
+        self.counter = itertools.count(1)
+
+    def __call__(self, prefix: str) -> str:
+        return f"{prefix}{self.prefix}{next(self.counter):012x}"
+
+
+_ids = _Ids()
+
+
 def new_id(prefix: str = "chatcmpl-") -> str:
-    return prefix + uuid.uuid4().hex[:24]
+    """A unique id such as ``chatcmpl-5f0c9a3e21b7000000000001`` (24 hex digits after prefix)."""
+    return _ids(prefix)
 
 
 class ChatResponse(_Model):
@@ -399,6 +421,42 @@ class StreamAccumulator:
             provider=self.provider,
             deployment=self.deployment,
         )
+
+
+# --- OpenAI pass-through ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RawChatResponse:
+    """An OpenAI-protocol answer kept as the upstream's own bytes.
+
+    A gateway serving OpenAI's protocol from an OpenAI-compatible upstream sends these bytes on
+    unchanged (:meth:`aiwire.router.Router.chat_passthrough`) instead of decoding them into a
+    :class:`ChatResponse` and encoding that again. The adapter has checked the body is a chat
+    completion and read its usage (what gets billed).
+    """
+
+    body: bytes
+    usage: Usage | None
+    model: str | None = None
+    provider: str | None = None
+    deployment: str | None = None
+    request_id: str | None = None
+    ratelimit: RateLimitInfo | None = None
+
+
+@dataclass(slots=True)
+class RawChunk:
+    """One ``chat.completion.chunk`` event of an OpenAI-compatible upstream, as its JSON bytes
+    (the ``data:`` payload), with what aiwire needs from it already read: its usage, and whether
+    it is the usage-only closing chunk (``choices: []``)."""
+
+    data: bytes
+    usage: Usage | None = None
+    usage_only: bool = False
+    provider: str | None = None
+    deployment: str | None = None
+    ratelimit: RateLimitInfo | None = None
 
 
 # --- embeddings -------------------------------------------------------------------------------

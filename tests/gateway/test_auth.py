@@ -117,3 +117,14 @@ async def test_cache_is_bounded() -> None:
         with pytest.raises(errors.AuthenticationError):
             await auth.authenticate(f"aiw-{i}")
     assert len(auth._cache) == 10
+
+
+def test_the_presented_secret_is_found_in_one_pass() -> None:
+    from aiwire.server.auth import presented_secret
+
+    hdrs = [(b"host", b"x"), (b"authorization", b"Bearer aiw-abc"), (b"x-api-key", b"aiw-other")]
+    assert presented_secret(hdrs) == "aiw-abc"
+    assert presented_secret([(b"x-api-key", b"aiw-k")]) == "aiw-k"
+    assert presented_secret([(b"api-key", b"aiw-azure")]) == "aiw-azure"
+    assert presented_secret([(b"authorization", b"Basic Zm9v"), (b"api-key", b"aiw-a")]) == "aiw-a"
+    assert presented_secret([(b"host", b"x")]) is None

@@ -133,3 +133,33 @@ async def test_leaving_a_stream_early_closes_the_upstream_connection(transport: 
     finally:
         await t.aclose()
         server.close()
+
+
+def test_proxies_come_from_the_environment_read_once_with_no_proxy_honoured() -> None:
+    t = AiohttpTransport(
+        proxies={
+            "https": "http://proxy.corp:3128",
+            "http": "http://proxy.corp:3128",
+            "no": "localhost, .internal.corp,10.0.0.5",
+        }
+    )
+    assert t.proxy_for("https://api.openai.com/v1/chat/completions") == "http://proxy.corp:3128"
+    assert t.proxy_for("http://localhost:11434/v1/chat/completions") is None
+    assert t.proxy_for("http://llm.internal.corp/v1/x") is None
+    assert t.proxy_for("http://10.0.0.5:8000/v1/x") is None
+    assert t.proxy_for("http://internal.corp.example.com/v1/x") == "http://proxy.corp:3128"
+    assert (
+        AiohttpTransport(proxies={"https": "http://p:1", "no": "*"}).proxy_for(
+            "https://api.anthropic.com/v1/messages"
+        )
+        is None
+    )
+    assert AiohttpTransport(proxies={}).proxy_for("https://api.openai.com/v1/x") is None
+
+
+def test_the_environment_proxy_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:8080")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    t = AiohttpTransport()
+    assert t.proxy_for("https://api.openai.com/v1/x") == "http://proxy.example:8080"
+    assert t.proxy_for("https://127.0.0.1:9/v1/x") is None

@@ -166,7 +166,6 @@ class AnthropicProvider(Provider):
         data, resp = await self._post_json(
             self._url(),
             plan.body,
-            headers=self._auth_headers(),
             timeouts=timeouts,
             model=request.model,
         )
@@ -191,7 +190,6 @@ class AnthropicProvider(Provider):
         async with self._open_stream(
             self._url(),
             plan.body,
-            headers=self._auth_headers(),
             timeouts=timeouts,
             model=model,
         ) as resp:
@@ -199,7 +197,7 @@ class AnthropicProvider(Provider):
             ratelimit = self.ratelimit(resp.headers)
             async for event in self._sse(resp, model):
                 try:
-                    payload = orjson.loads(event.data)
+                    payload = orjson.loads(event.raw)
                 except orjson.JSONDecodeError:
                     raise self._bad_chunk(model, event.data) from None
                 if not isinstance(payload, dict):

@@ -9,6 +9,7 @@ attempt and raises a typed error; the router decides about retries and fallbacks
 from __future__ import annotations
 
 import contextlib
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from aiwire.types import (
     EmbeddingResponse,
     ImagePart,
     NamedToolChoice,
+    RawChatResponse,
+    RawChunk,
 )
 
 # --- capabilities -----------------------------------------------------------------------------
@@ -94,6 +97,12 @@ class Capabilities:
 
     def support(self, feature: str) -> Support:
         return self.features.get(feature, Support.REFUSED)
+
+    @functools.cached_property
+    def refused(self) -> frozenset[str]:
+        """The features refused (anything not listed): an adapter refusing none skips the
+        per-request feature scan."""
+        return frozenset(f for f in FEATURES if self.support(f) is Support.REFUSED)
 
 
 def used_features(request: ChatRequest) -> dict[str, str]:
@@ -172,20 +181,23 @@ class Timeouts:
     total: float = 600.0
 
     def for_http(self, *, stream: bool) -> HttpTimeout:
-        """The HTTP client's per-read timeout: for a stream a backstop behind the router's exact
-        first-byte and idle checks; for a whole response (which only starts once generation is
-        done) the total."""
-        read = max(self.first_byte, self.idle) if stream else self.total
-        return HttpTimeout(connect=self.connect, read=read)
+        """The HTTP client's per-read timeout: none for a stream (the router's watchdog checks
+        first byte, idle gaps and total on every adapter, without a timer per network read);
+        for a whole response (which only starts once generation is done) the total."""
+        return HttpTimeout(connect=self.connect, read=None if stream else self.total)
 
 
 # --- the adapter contract ---------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class SSEEvent:
     event: str | None
-    data: str
+    raw: bytes  # the data lines, joined by newlines, as sent
+
+    @property
+    def data(self) -> str:
+        return self.raw.decode("utf-8", "replace")
 
 
 class Provider(ABC):
@@ -199,6 +211,10 @@ class Provider(ABC):
     passes_unknown_params: ClassVar[bool] = False
     #: The base URL when config gives none.
     default_base_url: ClassVar[str] = ""
+    #: Whether this adapter speaks OpenAI's chat protocol upstream and so can hand back the
+    #: upstream's own bytes (:meth:`chat_raw`, :meth:`stream_raw`) to a gateway serving the same
+    #: protocol, skipping a decode into canonical types and an encode back.
+    passthrough: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -215,6 +231,7 @@ class Provider(ABC):
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.headers = dict(headers or {})
         self.options = dict(options or {})
+        self._static_headers: dict[str, str] | None = None
         self._owns_http = http is None
         self._http: Transport | None = (
             HttpxTransport(http) if isinstance(http, httpx.AsyncClient) else http
@@ -234,6 +251,14 @@ class Provider(ABC):
         """One streamed attempt. Raises :class:`errors.IncompleteStreamError` if the stream ends
         without the protocol's terminal event."""
 
+    async def chat_raw(self, request: ChatRequest, timeouts: Timeouts) -> RawChatResponse:
+        """:meth:`chat`, the answer kept as the upstream's bytes (``passthrough`` adapters)."""
+        raise NotImplementedError(f"{self.type} adapters have no pass-through")
+
+    def stream_raw(self, request: ChatRequest, timeouts: Timeouts) -> AsyncIterator[RawChunk]:
+        """:meth:`stream`, each chunk kept as the upstream's bytes (``passthrough`` adapters)."""
+        raise NotImplementedError(f"{self.type} adapters have no pass-through")
+
     async def embed(self, request: EmbeddingRequest, timeouts: Timeouts) -> EmbeddingResponse:
         raise errors.BadRequestError(
             f"provider type {self.type!r} has no embeddings endpoint",
@@ -247,6 +272,23 @@ class Provider(ABC):
         self, status: int, body: bytes, headers: Headers, model: str | None
     ) -> errors.ProviderError:
         """Turn one of this protocol's error responses into a typed error."""
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The credentials this protocol sends with every request."""
+        return {}
+
+    def _request_headers(self) -> Mapping[str, str]:
+        """Headers of every request: content type, configured extra headers, credentials.
+        Built once, since none of them change while running (an adapter whose credentials
+        expire overrides this)."""
+        headers = self._static_headers
+        if headers is None:
+            headers = self._static_headers = {
+                "content-type": "application/json",
+                **self.headers,
+                **self._auth_headers(),
+            }
+        return headers
 
     def ratelimit(self, headers: Headers) -> RateLimitInfo | None:
         """Rate-limit state from a response's headers (None when the protocol sends none)."""
@@ -265,17 +307,9 @@ class Provider(ABC):
     def check(self, request: ChatRequest) -> None:
         """Refuse, by name, any parameter this provider cannot honour. Never drop one silently."""
         caps = self.capabilities
-        for feature, param in used_features(request).items():
-            if caps.support(feature) is Support.REFUSED:
-                raise errors.BadRequestError(
-                    f"{self.type} provider {self.name!r} cannot honour `{param}` "
-                    f"({FEATURES.get(feature, feature)}); remove it or route this request "
-                    f"to a model whose provider supports it (see docs/capabilities.md)",
-                    provider=self.name,
-                    model=request.model,
-                    param=param,
-                    code="unsupported_parameter",
-                )
+        refused = caps.refused
+        if refused:
+            self._refuse(request, refused)
         extra = request.model_extra or {}
         if extra and not self.passes_unknown_params:
             names = ", ".join(f"`{k}`" for k in sorted(extra))
@@ -286,6 +320,19 @@ class Provider(ABC):
                 param=next(iter(sorted(extra))),
                 code="unsupported_parameter",
             )
+
+    def _refuse(self, request: ChatRequest, refused: frozenset[str]) -> None:
+        for feature, param in used_features(request).items():
+            if feature in refused:
+                raise errors.BadRequestError(
+                    f"{self.type} provider {self.name!r} cannot honour `{param}` "
+                    f"({FEATURES.get(feature, feature)}); remove it or route this request "
+                    f"to a model whose provider supports it (see docs/capabilities.md)",
+                    provider=self.name,
+                    model=request.model,
+                    param=param,
+                    code="unsupported_parameter",
+                )
 
     @property
     def http(self) -> Transport:
@@ -317,7 +364,6 @@ class Provider(ABC):
         url: str,
         body: Mapping[str, Any],
         *,
-        headers: Mapping[str, str],
         timeouts: Timeouts,
         model: str | None,
         params: Mapping[str, str] | None = None,
@@ -328,7 +374,7 @@ class Provider(ABC):
                 "POST",
                 url,
                 content=orjson.dumps(body),
-                headers={"content-type": "application/json", **self.headers, **headers},
+                headers=self._request_headers(),
                 params=params,
                 timeout=timeouts.for_http(stream=False),
             )
@@ -352,7 +398,6 @@ class Provider(ABC):
         url: str,
         body: Mapping[str, Any],
         *,
-        headers: Mapping[str, str],
         timeouts: Timeouts,
         model: str | None,
         params: Mapping[str, str] | None = None,
@@ -363,7 +408,7 @@ class Provider(ABC):
                 "POST",
                 url,
                 content=orjson.dumps(body),
-                headers={"content-type": "application/json", **self.headers, **headers},
+                headers=self._request_headers(),
                 params=params,
                 timeout=timeouts.for_http(stream=True),
             ) as resp:
@@ -375,33 +420,49 @@ class Provider(ABC):
             raise self._transport_error(exc, model) from None
 
     async def _sse(self, resp: StreamedResponse, model: str | None) -> AsyncIterator[SSEEvent]:
-        """Server-sent events from a streamed response. Comment lines are skipped; a cut
-        connection becomes :class:`errors.IncompleteStreamError`."""
+        """Server-sent events from a streamed response, parsed straight from the body's bytes
+        (lines are split before decoding, so a character cut between two reads is whole again).
+        Comment lines are skipped; a cut connection becomes :class:`errors.IncompleteStreamError`.
+        """
         event: str | None = None
-        data: list[str] = []
+        data: list[bytes] = []
+        pending = b""
+        lines: list[bytes] = []
         try:
-            async for line in resp.iter_lines():
-                if not line:
-                    if data:
-                        yield SSEEvent(event, "\n".join(data))
-                    event, data = None, []
-                    continue
-                if line.startswith(":"):
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "data":
-                    data.append(value)
-                elif name == "event":
-                    event = value
+            async for piece in resp.iter_bytes():
+                if pending:
+                    piece = pending + piece
+                lines = piece.split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if line.endswith(b"\r"):
+                        line = line[:-1]
+                    if not line:
+                        if data:
+                            yield SSEEvent(event, data[0] if len(data) == 1 else b"\n".join(data))
+                        event, data = None, []
+                        continue
+                    name, _, value = line.partition(b":")
+                    if not name:
+                        continue  # a comment line (": keep-alive")
+                    if value.startswith(b" "):
+                        value = value[1:]
+                    if name == b"data":
+                        data.append(value)
+                    elif name == b"event":
+                        event = value.decode("utf-8", "replace")
         except TransportError as exc:
             raise errors.IncompleteStreamError(
                 f"stream from {self.name} was cut ({exc.kind}); the answer is incomplete",
                 provider=self.name,
                 model=model,
             ) from None
+        line = pending.removesuffix(b"\r")
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            data.append(value.removeprefix(b" "))
         if data:
-            yield SSEEvent(event, "\n".join(data))
+            yield SSEEvent(event, b"\n".join(data))
 
     def _incomplete(self, model: str | None, what: str) -> errors.IncompleteStreamError:
         return errors.IncompleteStreamError(

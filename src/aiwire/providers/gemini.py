@@ -160,7 +160,6 @@ class GeminiProvider(Provider):
         data, _ = await self._post_json(
             self._url(request.model, "generateContent"),
             body,
-            headers=self._auth_headers(),
             timeouts=timeouts,
             model=request.model,
         )
@@ -176,7 +175,6 @@ class GeminiProvider(Provider):
         async with self._open_stream(
             self._url(model, "streamGenerateContent"),
             body,
-            headers=self._auth_headers(),
             params={"alt": "sse"},
             timeouts=timeouts,
             model=model,
@@ -200,7 +198,6 @@ class GeminiProvider(Provider):
         data, _ = await self._post_json(
             self._url(request.model, "batchEmbedContents"),
             body,
-            headers=self._auth_headers(),
             timeouts=timeouts,
             model=request.model,
         )

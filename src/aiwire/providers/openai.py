@@ -8,6 +8,7 @@ Azure URL/auth differences.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from aiwire.providers.base import (
     Timeouts,
     error_text,
 )
-from aiwire.providers.transport import Headers
+from aiwire.providers.transport import Headers, Response, StreamedResponse
 from aiwire.ratelimit import RateLimitInfo, parse_openai_headers
 from aiwire.types import (
     ChatChunk,
@@ -30,6 +31,9 @@ from aiwire.types import (
     ChatResponse,
     EmbeddingRequest,
     EmbeddingResponse,
+    RawChatResponse,
+    RawChunk,
+    Usage,
 )
 
 _ALL_SUPPORTED = Capabilities(features={name: Support.SUPPORTED for name in FEATURES})
@@ -54,6 +58,7 @@ class OpenAIProvider(Provider):
     default_base_url = "https://api.openai.com/v1"
     capabilities = _ALL_SUPPORTED
     passes_unknown_params = True
+    passthrough = True
 
     # -- URLs and auth (Azure overrides these) --
 
@@ -86,61 +91,135 @@ class OpenAIProvider(Provider):
 
     # -- calls --
 
-    async def chat(self, request: ChatRequest, timeouts: Timeouts) -> ChatResponse:
+    async def _complete(self, request: ChatRequest, timeouts: Timeouts) -> tuple[Any, Response]:
+        """POST a non-streamed chat request; the decoded answer (an error answer raised)."""
         self.check(request)
         data, resp = await self._post_json(
             self._url(request.model, "chat/completions"),
             self._body(request, stream=False),
-            headers=self._auth_headers(),
             params=self._params(),
             timeouts=timeouts,
             model=request.model,
         )
         if isinstance(data, dict) and data.get("error"):
             raise self._error_from_body(data, resp.status, resp.headers, request.model)
+        return data, resp
+
+    async def chat(self, request: ChatRequest, timeouts: Timeouts) -> ChatResponse:
+        data, resp = await self._complete(request, timeouts)
         try:
             out = ChatResponse.model_validate(data)
         except ValueError:
-            raise errors.ServerError(
-                f"{self.name} answered with a body that is not a chat completion",
-                provider=self.name,
-                model=request.model,
-            ) from None
+            raise self._not_a_completion(request.model) from None
         out.provider = self.name
         out.request_id = _request_id(resp.headers)
         out.ratelimit = self.ratelimit(resp.headers)
         return out
 
-    async def stream(self, request: ChatRequest, timeouts: Timeouts) -> AsyncIterator[ChatChunk]:
+    async def chat_raw(self, request: ChatRequest, timeouts: Timeouts) -> RawChatResponse:
+        data, resp = await self._complete(request, timeouts)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices
+        ):
+            raise self._not_a_completion(request.model)
+        model = data.get("model")
+        return RawChatResponse(
+            resp.content,
+            self._usage(data.get("usage"), request.model),
+            model=model if isinstance(model, str) else None,
+            provider=self.name,
+            request_id=_request_id(resp.headers),
+            ratelimit=self.ratelimit(resp.headers),
+        )
+
+    def _open(
+        self, request: ChatRequest, timeouts: Timeouts
+    ) -> contextlib.AbstractAsyncContextManager[StreamedResponse]:
         self.check(request)
-        model = request.model
-        async with self._open_stream(
-            self._url(model, "chat/completions"),
+        return self._open_stream(
+            self._url(request.model, "chat/completions"),
             self._body(request, stream=True),
-            headers=self._auth_headers(),
             params=self._params(),
             timeouts=timeouts,
-            model=model,
-        ) as resp:
+            model=request.model,
+        )
+
+    def _payload(self, data: bytes, headers: Headers, model: str) -> dict[str, Any]:
+        """One stream event's JSON object; a malformed event or an error event raised."""
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise self._bad_chunk(model, data.decode("utf-8", "replace")) from None
+        if type(payload) is not dict:
+            raise self._bad_chunk(model, data.decode("utf-8", "replace"))
+        if payload.get("error"):
+            raise self._error_from_body(payload, 200, headers, model)
+        return payload
+
+    async def stream(self, request: ChatRequest, timeouts: Timeouts) -> AsyncIterator[ChatChunk]:
+        model = request.model
+        async with self._open(request, timeouts) as resp:
             ratelimit = self.ratelimit(resp.headers)
+            name = self.name
             async for event in self._sse(resp, model):
-                if event.data.startswith("[DONE]"):
+                data = event.raw
+                if data.startswith(b"[DONE]"):
                     return
-                try:
-                    payload = orjson.loads(event.data)
-                except orjson.JSONDecodeError:
-                    raise self._bad_chunk(model, event.data) from None
-                if isinstance(payload, dict) and payload.get("error"):
-                    raise self._error_from_body(payload, 200, resp.headers, model)
+                payload = self._payload(data, resp.headers, model)
+                payload["provider"] = name
                 try:
                     chunk = ChatChunk.model_validate(payload)
                 except ValueError:
                     raise self._bad_chunk(model, event.data) from None
-                chunk.provider = self.name
-                chunk.ratelimit = ratelimit
-                ratelimit = None  # reported once, on the first chunk
+                if ratelimit is not None:  # reported once, on the first chunk
+                    chunk.ratelimit, ratelimit = ratelimit, None
                 yield chunk
         raise self._incomplete(model, "data: [DONE]")
+
+    async def stream_raw(self, request: ChatRequest, timeouts: Timeouts) -> AsyncIterator[RawChunk]:
+        model = request.model
+        async with self._open(request, timeouts) as resp:
+            ratelimit = self.ratelimit(resp.headers)
+            name = self.name
+            async for event in self._sse(resp, model):
+                data = event.raw
+                if data.startswith(b"[DONE]"):
+                    return
+                payload = self._payload(data, resp.headers, model)
+                choices = payload.get("choices", [])
+                if type(choices) is not list:
+                    raise self._bad_chunk(model, event.data)
+                usage = payload.get("usage")
+                yield RawChunk(
+                    data,
+                    None if usage is None else self._usage(usage, model),
+                    not choices,
+                    name,
+                    None,
+                    ratelimit,
+                )
+                ratelimit = None  # reported once, on the first chunk
+        raise self._incomplete(model, "data: [DONE]")
+
+    def _usage(self, usage: Any, model: str) -> Usage | None:
+        if usage is None:
+            return None
+        try:
+            return Usage.model_validate(usage)
+        except ValueError:
+            raise errors.ServerError(
+                f"{self.name} sent a usage object aiwire cannot read",
+                provider=self.name,
+                model=model,
+            ) from None
+
+    def _not_a_completion(self, model: str) -> errors.ServerError:
+        return errors.ServerError(
+            f"{self.name} answered with a body that is not a chat completion",
+            provider=self.name,
+            model=model,
+        )
 
     async def embed(self, request: EmbeddingRequest, timeouts: Timeouts) -> EmbeddingResponse:
         body = request.model_dump(exclude_none=True)
@@ -149,7 +228,6 @@ class OpenAIProvider(Provider):
         data, resp = await self._post_json(
             self._url(request.model, "embeddings"),
             body,
-            headers=self._auth_headers(),
             params=self._params(),
             timeouts=timeouts,
             model=request.model,

@@ -30,11 +30,10 @@ from aiwire.server.asgi import (
     Receive,
     Scope,
     Send,
-    header,
     read_body,
     respond,
 )
-from aiwire.server.auth import Authenticator, Principal, bearer
+from aiwire.server.auth import Authenticator, Principal, presented_secret
 from aiwire.store.keys import KeyRecord, KeyStateError, KeyStore, UnknownKeyError
 
 log = logging.getLogger("aiwire.admin")
@@ -134,9 +133,7 @@ class AdminAPI:
 
     async def _require_master(self, scope: Scope) -> Principal:
         """The caller, if it holds the master key; 401 or 403 (saying what to send) if not."""
-        secret = bearer(
-            header(scope, b"authorization"), header(scope, b"x-api-key"), header(scope, b"api-key")
-        )
+        secret = presented_secret(scope["headers"])
         try:
             principal = await self.auth.authenticate(secret)
         except errors.AuthenticationError as exc:

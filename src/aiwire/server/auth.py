@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from aiwire import errors
@@ -49,6 +49,21 @@ class Principal:
                 param="model",
                 code="model_not_allowed",
             )
+
+
+_CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key"})
+
+
+def presented_secret(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The secret a request presents (see :func:`bearer`), from its raw ASGI headers in one
+    pass (the first of a repeated header counts)."""
+    found: dict[bytes, str] = {}
+    for name, value in headers:
+        if name in _CREDENTIAL_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    if not found:
+        return None
+    return bearer(found.get(b"authorization"), found.get(b"x-api-key"), found.get(b"api-key"))
 
 
 def bearer(authorization: str | None, x_api_key: str | None, api_key: str | None) -> str | None:

@@ -31,6 +31,8 @@ from aiwire.types import (
     EmbeddingRequest,
     EmbeddingResponse,
     Message,
+    RawChatResponse,
+    RawChunk,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -156,12 +158,23 @@ def parse_chat(body: bytes) -> ChatRequest:
     Unknown fields are kept (``model_extra``), as the canonical type does; fields choosing the
     upstream are refused. ``n > 1`` is accepted, streamed or not.
     """
-    data = load_object(body)
-    refuse_upstream_fields(data)
     try:
-        request = ChatRequest.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_request(exc, data) from None
+        # The common case in one step: bytes straight to the model (no intermediate dicts).
+        request = ChatRequest.model_validate_json(body)
+    except ValidationError:
+        request = None
+    if request is not None:
+        # Fields choosing the upstream are not ChatRequest fields: they land in model_extra.
+        extra = request.model_extra
+        if extra:
+            refuse_upstream_fields(extra)
+    else:  # say exactly what is wrong, in the client's terms (JSON position, field path)
+        data = load_object(body)
+        refuse_upstream_fields(data)
+        try:
+            request = ChatRequest.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_request(exc, data) from None
     if not request.messages:
         raise errors.BadRequestError(
             "'messages' must contain at least one message.",
@@ -248,14 +261,18 @@ def chat_dict(resp: ChatResponse) -> dict[str, Any]:
     return out
 
 
-def render_chat(resp: ChatResponse) -> bytes:
+def render_chat(resp: ChatResponse | RawChatResponse) -> bytes:
     """OpenAI's ``chat.completion`` JSON for a canonical response.
 
     Equal (as JSON) to ``resp.model_dump(exclude_none=True)`` except that ``message.content`` is
     present as ``null`` next to tool calls, ``usage.prompt_tokens_details.cached_tokens`` is
     always present, and list content is joined to its text. aiwire-only fields (provider,
-    deployment, rate-limit state) are never sent.
+    deployment, rate-limit state) are never sent. An OpenAI-compatible upstream's answer
+    passed through (:class:`RawChatResponse`) goes out as its own bytes.
     """
+    if type(resp) is RawChatResponse:
+        return resp.body
+    assert isinstance(resp, ChatResponse)
     return orjson.dumps(chat_dict(resp))
 
 
@@ -298,10 +315,12 @@ class StreamRenderer:
     __slots__ = (
         "_created",
         "_fingerprint",
+        "_first_raw",
         "_id",
         "_model",
         "_text_head",
         "_text_tail",
+        "_usage_sent",
         "include_usage",
         "usage",
     )
@@ -316,6 +335,8 @@ class StreamRenderer:
         self._fingerprint: str | None = None
         self._text_head = b""
         self._text_tail = b""
+        self._first_raw: bytes | None = None
+        self._usage_sent = False
 
     def _pin(self, chunk: ChatChunk) -> None:
         """Fix the stream's id, created, model and fingerprint, and pre-render the bytes around
@@ -344,9 +365,12 @@ class StreamRenderer:
             + b"}\n\n"
         )
 
-    def render(self, chunk: ChatChunk) -> bytes:
+    def render(self, chunk: ChatChunk | RawChunk) -> bytes:
         """The SSE bytes for one chunk; ``b""`` when there is nothing to send now (a usage-only
         chunk: its usage goes out with :meth:`done`)."""
+        if type(chunk) is RawChunk:
+            return self._render_raw(chunk)
+        assert isinstance(chunk, ChatChunk)
         if self._id is None:
             self._pin(chunk)
         if chunk.usage is not None:
@@ -369,6 +393,25 @@ class StreamRenderer:
         elif not choices:
             return b""
         return self.render_general(chunk)
+
+    def _render_raw(self, chunk: RawChunk) -> bytes:
+        """An OpenAI-compatible upstream's chunk, passed on as its own bytes. Only the usage
+        follows the client's ``include_usage``: asked for, the upstream's closing usage chunk
+        goes out as sent; not asked for, it is held back and ``"usage":null`` is taken out of
+        the other chunks (aiwire always asks the upstream for usage)."""
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if self._first_raw is None:
+            self._first_raw = chunk.data
+        if chunk.usage_only:
+            if not self.include_usage:
+                return b""
+            self._usage_sent = True
+            return b"data: " + chunk.data + b"\n\n"
+        data = chunk.data
+        if not self.include_usage and b'"usage"' in data:
+            data = data.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
+        return b"data: " + data + b"\n\n"
 
     def render_general(self, chunk: ChatChunk) -> bytes:
         """:meth:`render` without its fast path (any chunk, once the stream is pinned)."""
@@ -411,13 +454,24 @@ class StreamRenderer:
 
     def done(self) -> bytes:
         """The end of a complete stream: the usage chunk (when asked for) and ``[DONE]``."""
-        if not self.include_usage:
+        if not self.include_usage or self._usage_sent:
             return sse.DONE
+        if self._id is None and self._first_raw is not None:
+            self._pin_from_raw(self._first_raw)
         if self._id is None:
             self._id, self._created = new_id(), int(time.time())
         out = self._envelope([])
         out["usage"] = usage_dict(self.usage) if self.usage is not None else None
         return b"data: " + orjson.dumps(out) + b"\n\n" + sse.DONE
+
+    def _pin_from_raw(self, data: bytes) -> None:
+        first = orjson.loads(data)
+        self._id = str(first.get("id") or new_id())
+        created = first.get("created")
+        self._created = created if isinstance(created, int) else int(time.time())
+        self._model = str(first.get("model") or self._model)
+        fingerprint = first.get("system_fingerprint")
+        self._fingerprint = fingerprint if isinstance(fingerprint, str) else None
 
     def error(self, exc: BaseException) -> bytes:
         """A mid-stream error as OpenAI sends it: ``data: {"error": {...}}`` (the openai SDK

@@ -65,6 +65,7 @@ def gateway_from_env() -> Gateway:
     settings = GatewaySettings(
         max_body_bytes=int(config.server.max_body_mb * 1024 * 1024),
         store_content=config.server.store_content,
+        freeze_gc=True,
     )
     parts = build_gateway(
         config,

@@ -49,9 +49,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestLogRow:
-    """One request's log row, built on the hot path: a plain slotted dataclass, no validation.
+    """One request's log row, built on the hot path: a plain slotted dataclass, no validation
+    (not frozen: a frozen dataclass sets each of its fields through ``object.__setattr__``).
 
     ``request_id`` must be unique per request (it makes writes idempotent). ``prompt`` and
     ``completion`` are written only if the writer was created with ``store_content=True``.
