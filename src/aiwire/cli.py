@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from aiwire import errors
+from aiwire.cli_budgets import budgets_app
 from aiwire.cli_keys import keys_app
 from aiwire.config import Config, config_from_env, simulator_config
+
+if TYPE_CHECKING:
+    from aiwire.catalog import Catalog, ModelInfo
 
 app = typer.Typer(
     name="aiwire",
@@ -27,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(budgets_app, name="budgets")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -133,10 +140,23 @@ def chat(
 
 
 @app.command()
-def models(config: ConfigOpt = None, simulator: SimOpt = False) -> None:
+def models(
+    config: ConfigOpt = None,
+    simulator: SimOpt = False,
+    prices: Annotated[
+        bool,
+        typer.Option(
+            "--prices",
+            help="Add each upstream model's catalog entry: USD per 1M input / cached input / "
+            "output tokens, context window, max output tokens, deprecation.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """List the model names clients can ask for and the deployments behind each.
 
     Example: aiwire models -c aiwire.yaml
+    Prices: aiwire models --prices --simulator (add --json for scripts)
     """
     from aiwire.router import Router
 
@@ -148,19 +168,122 @@ def models(config: ConfigOpt = None, simulator: SimOpt = False) -> None:
                 "ANTHROPIC_API_KEY / GEMINI_API_KEY, or try --simulator."
             )
             raise typer.Exit(1)
-        table = Table(title="Models")
-        for col in ("name", "provider", "type", "upstream model", "weight", "fallbacks"):
-            table.add_column(col)
-        for d in router.deployments():
-            table.add_row(
-                d.name,
-                d.provider.name,
-                d.provider.type,
-                d.model,
-                f"{d.weight:g}",
-                ", ".join(d.fallbacks) or "-",
-            )
-        console.print(table)
+        rows: list[dict[str, Any]] = [
+            {
+                "name": d.name,
+                "provider": d.provider.name,
+                "type": d.provider.type,
+                "model": d.model,
+                "weight": d.weight,
+                "fallbacks": list(d.fallbacks),
+            }
+            for d in router.deployments()
+        ]
+        if prices:
+            from aiwire import catalog
+
+            # The config's catalog: section, once Config has one.
+            cat = catalog.load(getattr(cfg, "catalog", None))
+            for row in rows:
+                row.update(_catalog_fields(_catalog_entry(cat, row["name"], row["model"])))
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+        elif prices:
+            console.print(_price_table(rows, cat))
+        else:
+            console.print(_deployment_table(rows))
+
+
+def _catalog_entry(cat: Catalog, name: str, model: str) -> ModelInfo | None:
+    """The upstream model's entry; for the built-in simulator's own names (sim-gpt, ...), their
+    simulator entries, which carry the real models' figures but never retire."""
+    own = cat.lookup(name)
+    if own is not None and own.provider == "simulator":
+        return own
+    return cat.lookup(model)
+
+
+def _catalog_fields(info: ModelInfo | None) -> dict[str, Any]:
+    keys = ("input_per_1m", "cached_input_per_1m", "output_per_1m", "context_window")
+    if info is None:
+        return {"catalog_id": None} | dict.fromkeys(
+            (*keys, "max_output_tokens", "deprecation_date", "replacement", "retired")
+        )
+    return {
+        "catalog_id": info.id,
+        **{k: getattr(info, k) for k in keys},
+        "cached_input_per_1m": info.cached_input_per_1m,
+        "max_output_tokens": info.max_output_tokens,
+        "deprecation_date": info.deprecation_date.isoformat() if info.deprecation_date else None,
+        "replacement": info.replacement,
+        "retired": info.retired(),
+    }
+
+
+def _deployment_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Models")
+    for col in ("name", "provider", "type", "upstream model", "weight", "fallbacks"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["provider"],
+            r["type"],
+            r["model"],
+            f"{r['weight']:g}",
+            ", ".join(r["fallbacks"]) or "-",
+        )
+    return table
+
+
+def _price_table(rows: list[dict[str, Any]], cat: Catalog) -> Table:
+    table = Table(
+        title="Models and prices",
+        caption=f"USD per 1M tokens · catalog as of {cat.as_of} · exact figures: --json",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("name", overflow="fold")
+    table.add_column("upstream model (deprecation)", overflow="fold")
+    for col in ("input", "cached", "output", "context", "max out"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        model = r["model"] + _deprecation(r)
+        if r["catalog_id"] is None:
+            table.add_row(r["name"], model, "[yellow]not in catalog[/]", *["-"] * 4)
+            continue
+        embedding = r["max_output_tokens"] == 0
+        cached = r["cached_input_per_1m"]
+        table.add_row(
+            r["name"],
+            model,
+            _usd(r["input_per_1m"]),
+            "-" if cached is None else _usd(cached),
+            "-" if embedding else _usd(r["output_per_1m"]),
+            _tokens(r["context_window"]),
+            "-" if embedding else _tokens(r["max_output_tokens"]),
+        )
+    return table
+
+
+def _deprecation(row: dict[str, Any]) -> str:
+    """A second line under the model id: when it shuts down (or did) and what replaces it."""
+    if row.get("deprecation_date") is None:
+        return ""
+    style, label = ("red", "retired") if row["retired"] else ("yellow", "deprecated")
+    then = f" → {row['replacement']}" if row["replacement"] else ""
+    return f"\n[{style}]{label} {row['deprecation_date']}[/]{then}"
+
+
+def _tokens(n: int) -> str:
+    """128k, 1.05M, 16.4k: compact enough for a table; --json has the exact figures."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.3g}M"
+    return f"{n / 1000:.3g}k" if n >= 1000 else str(n)
+
+
+def _usd(per_1m: float) -> str:
+    """Two decimals, more only when the price has them: 2.50, 0.075, 0.005."""
+    return f"{per_1m:.2f}" if round(per_1m, 2) == per_1m else f"{per_1m:g}"
 
 
 @app.command()

@@ -208,7 +208,12 @@ def _record_table(record: dict[str, Any]) -> Table:
         "endpoints": ", ".join(record["endpoints"]) or "all",
         "team": record["team"] or "-",
         "expires": _when(record["expires_at"], "never"),
+        "limits": ", ".join(f"{record[f]} {f}" for f in ("rpm", "tpm") if record.get(f) is not None)
+        or "none",
     }
+    if record.get("budget"):
+        b = record["budget"]
+        rows["budget"] = f"${b['limit_usd']:g} per {b['period']}"
     if record.get("rotated_from"):
         rows["rotated from"] = record["rotated_from"]
     if record.get("revoked_at"):
@@ -237,13 +242,24 @@ def create(
         typer.Option(help="Lifetime: 90m, 12h, 30d, 2w or seconds (default: never expires)."),
     ] = None,
     team: Annotated[str | None, typer.Option(help="Team the key belongs to.")] = None,
+    rpm: Annotated[
+        int | None, typer.Option(help="Requests per minute (default: no limit).")
+    ] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute (default: no limit).")] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="A spending limit in USD for this key (see --budget-period)."),
+    ] = None,
+    budget_period: Annotated[
+        str, typer.Option(help="The budget's period: day, week, month or total.")
+    ] = "month",
     url: UrlOpt = DEFAULT_URL,
     master_key: MasterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a virtual key and print its secret, once.
 
-    Example: aiwire keys create --name app1 --models "gpt-4o-mini,smart" --expires 30d
+    Example: aiwire keys create --name app1 --models "gpt-4o-mini,smart" --expires 30d --rpm 120
     """
     from aiwire.server.admin import parse_duration
 
@@ -260,12 +276,62 @@ def create(
         body["expires_in"] = expires
     if team is not None:
         body["team"] = team
+    if rpm is not None:
+        body["rpm"] = rpm
+    if tpm is not None:
+        body["tpm"] = tpm
     with _friendly_errors():
         data = _Admin(url, master_key).call("POST", "/admin/keys", body)
+        if budget is not None:
+            data["budget"] = _Admin(url, master_key).call(
+                "POST",
+                "/admin/budgets",
+                {"scope": "key", "scope_id": data["id"], "period": budget_period,
+                 "limit_usd": budget},
+            )  # fmt: skip
     if as_json:
         _print_json(data)
         return
     _print_secret(data["key"], f"Created key {data['id']} ({data['name']})")
+    console.print(_record_table(data))
+
+
+@keys_app.command()
+def update(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...), from `aiwire keys list`.")],
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models the key may use ('' for all).")
+    ] = None,
+    team: Annotated[str | None, typer.Option(help="A new team ('' for none).")] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute (0 removes it).")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute (0 removes it).")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    master_key: MasterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a key's name, models, team or rate limits (audited; applies at once here).
+
+    Example: aiwire keys update key_0123456789abcdef01234567 --rpm 600 --tpm 200000
+    """
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["name"] = name
+    if models is not None:
+        body["models"] = _split(models)
+    if team is not None:
+        body["team"] = team or None
+    for field, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None:
+            body[field] = value or None
+    if not body:
+        _die("nothing to change: give --name, --models, --team, --rpm or --tpm")
+    with _friendly_errors():
+        data = _Admin(url, master_key).call("PATCH", f"/admin/keys/{key_id}", body)
+    if as_json:
+        _print_json(data)
+        return
+    console.print(f"Updated key {data['id']} ({data['name']}).", highlight=False)
     console.print(_record_table(data))
 
 

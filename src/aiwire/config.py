@@ -23,7 +23,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aiwire.catalog import CatalogConfig
 from aiwire.errors import ConfigError
+from aiwire.observability.alerts import AlertsConfig
 from aiwire.secrets import Secret, is_reference, resolve
 
 #: The environment variable each provider type reads when config names no key.
@@ -122,6 +124,9 @@ class RouterConfig(_Strict):
     cooldown_failures: int = Field(default=3, ge=1)
     cooldown_seconds: float = Field(default=30.0, ge=0)
     strategy: Literal["least_inflight", "weighted"] = "least_inflight"
+    #: Longest a request waits in a deployment's pacing queue (its rpm/tpm) before the router
+    #: moves on to another deployment or fallback, or answers 429.
+    max_queue_wait: float = Field(default=30.0, ge=0)
 
 
 class ServerConfig(_Strict):
@@ -142,6 +147,28 @@ class ServerConfig(_Strict):
     grace_period: float = Field(default=30.0, ge=0)
     #: Seconds a virtual key stays cached: a revocation takes effect within this bound.
     auth_cache_ttl: float = Field(default=2.0, ge=0, le=5)
+    #: ``redis://host:6379/0`` (a password only through ``env:``/``file:``): rate limits,
+    #: budgets, pacing and cooldowns shared by every replica. Unset: in this process.
+    redis: str | None = None
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_password_by_reference(cls, value: str | None) -> str | None:
+        if value is None or is_reference(value):
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("server.redis must be a redis:// or rediss:// URL")
+        if "@" in value.split("//", 1)[1].split("/", 1)[0]:
+            raise ValueError(
+                "a Redis URL with a password in a config file is refused; write "
+                "env:NAME (and export NAME=redis://:password@host:6379/0) or file:/path"
+            )
+        return value
+
+    def redis_url(self) -> str | None:
+        if self.redis is None or not is_reference(self.redis):
+            return self.redis
+        return resolve(self.redis, field="server.redis").reveal()
 
     @field_validator("master_key")
     @classmethod
@@ -167,6 +194,9 @@ class Config(_Strict):
     models: list[DeploymentConfig] = Field(default_factory=list)
     router: RouterConfig = Field(default_factory=RouterConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    #: Overrides and additions to the shipped model catalog (prices, context windows).
+    catalog: CatalogConfig = Field(default_factory=lambda: CatalogConfig({}))
 
     def model_post_init(self, context: Any) -> None:
         for i, dep in enumerate(self.models):

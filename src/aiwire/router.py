@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 from aiwire import errors
+from aiwire.catalog import Catalog
 from aiwire.config import Config, DeploymentConfig, RouterConfig
+from aiwire.limits.pacing import Pacer, Slot
+from aiwire.limits.state import LimitState, MemoryState
 from aiwire.providers.base import Provider, Timeouts
 from aiwire.providers.registry import provider_class
+from aiwire.ratelimit import RateLimitInfo
 from aiwire.types import (
     ChatChunk,
     ChatRequest,
@@ -30,12 +34,13 @@ from aiwire.types import (
     EmbeddingResponse,
     RawChatResponse,
     RawChunk,
+    Usage,
 )
 from aiwire.watchdog import Watchdog
 
 log = logging.getLogger("aiwire.router")
-T = TypeVar("T")
 R = TypeVar("R", ChatResponse, RawChatResponse, ChatResponse | RawChatResponse)
+R2 = TypeVar("R2", ChatResponse, RawChatResponse, ChatResponse | RawChatResponse, EmbeddingResponse)
 C = TypeVar("C", ChatChunk, RawChunk, ChatChunk | RawChunk)
 
 
@@ -108,21 +113,33 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings or RouterConfig()
         self._by_name: dict[str, list[Deployment]] = {}
         for d in deployments:
             self._by_name.setdefault(d.name, []).append(d)
+        self._by_id = {d.id: d for d in deployments}
         self._providers = {id(d.provider): d.provider for d in deployments}
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.on_attempt: list[Callable[[AttemptEvent], None]] = []
+        #: Refuses, before sending, a request too large for a deployment's context window.
+        self.context_guard: Callable[[str, ChatRequest], None] | None = None
+        #: The model catalog (prices, windows), when built from config.
+        self.catalog: Catalog | None = None
+        #: Keeps deployments under their providers' limits (see :mod:`aiwire.limits.pacing`).
+        self.pacer = pacer or Pacer(MemoryState(), max_wait=self.settings.max_queue_wait)
+        for d in deployments:
+            if d.rpm is not None or d.tpm is not None:
+                self.pacer.configure(d.id, d.rpm, d.tpm)
 
     # -- construction --
 
     @classmethod
-    def from_config(cls, config: Config) -> Router:
+    def from_config(cls, config: Config, *, state: LimitState | None = None) -> Router:
+        """``state``: where pacing counters live (default: this process)."""
         providers: dict[str, Provider] = {}
         for pname, pconf in config.providers.items():
             adapter = provider_class(pconf.type)
@@ -134,11 +151,22 @@ class Router:
                 options=pconf.adapter_options(),
             )
         deployments = [_deployment(d, providers[d.provider], config.router) for d in config.models]
-        return cls(deployments, config.router)
+        pacer = Pacer(state or MemoryState(), max_wait=config.router.max_queue_wait)
+        router = cls(deployments, config.router, pacer=pacer)
+        from aiwire import catalog
+        from aiwire.limits.context import ContextGuard
+
+        router.catalog = catalog.load(config.catalog)
+        router.context_guard = ContextGuard(router.catalog).check
+        return router
 
     @property
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        """The deployment with this ``id`` (``name@provider/model``)."""
+        return self._by_id.get(deployment_id)
 
     def deployments(self, name: str | None = None) -> list[Deployment]:
         if name is None:
@@ -153,9 +181,9 @@ class Router:
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         async def once(dep: Deployment) -> ChatResponse:
-            return await _attempt(dep, dep.provider.chat, request)
+            return await _attempt(dep, dep.provider.chat, request, self.context_guard)
 
-        return await self._run(request.model, once)
+        return await self._run(request, once)
 
     async def chat_passthrough(self, request: ChatRequest) -> ChatResponse | RawChatResponse:
         """:meth:`chat` for a gateway that answers in OpenAI's protocol: a deployment whose
@@ -165,9 +193,9 @@ class Router:
         async def once(dep: Deployment) -> ChatResponse | RawChatResponse:
             provider = dep.provider
             call = provider.chat_raw if provider.passthrough else provider.chat
-            return await _attempt(dep, call, request)
+            return await _attempt(dep, call, request, self.context_guard)
 
-        return await self._run(request.model, once)
+        return await self._run(request, once)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         async def once(dep: Deployment) -> EmbeddingResponse:
@@ -181,7 +209,7 @@ class Router:
             resp.deployment = dep.id
             return resp
 
-        return await self._run(request.model, once)
+        return await self._run(request, once)
 
     def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         return self._stream(request, _canonical)
@@ -198,13 +226,20 @@ class Router:
         self, request: ChatRequest, opener: Callable[[Provider], _Opener[C]]
     ) -> AsyncGenerator[C, None]:
         plan = _Plan(self, request.model)
+        pacer = self.pacer
         while (dep := await plan.next()) is not None:
             yielded = False
             chunks = opener(dep.provider)(_for_deployment(request, dep), dep.timeouts)
             dep.inflight += 1
             slot = dep.slot()
             watchdog: Watchdog | None = None
+            paced: Slot | None = None
+            usage: Usage | None = None
+            ratelimit: RateLimitInfo | None = None
             try:
+                if self.context_guard is not None:
+                    self.context_guard(dep.model, request)
+                paced = await self._paced(dep, request)
                 await slot.__aenter__()
                 # One timer for the whole attempt (not one per chunk): first chunk within
                 # first_byte, each next one within idle, all of it within total.
@@ -223,10 +258,16 @@ class Router:
                         raise
                     watchdog.disarm()
                     chunk.deployment = dep_id
-                    yielded = True
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    if not yielded:
+                        ratelimit = chunk.ratelimit
+                        yielded = True
                     gap = timeouts.idle
                     yield chunk
             except errors.ProviderError as exc:
+                if isinstance(exc, errors.RateLimitError) and exc.provider is not None:
+                    pacer.feedback(dep.id, paced, throttled=exc.retry_after or 1.0)
                 if yielded:
                     # Never retry once the caller has seen part of an answer.
                     plan.failed(dep, exc, final=True)
@@ -241,31 +282,70 @@ class Router:
                 if closer is not None:
                     await closer()
                 await slot.__aexit__(None, None, None)
+            pacer.feedback(
+                dep.id,
+                paced,
+                used_tokens=usage.total_tokens if usage is not None else None,
+                ratelimit=ratelimit,
+            )
             plan.succeeded(dep)
             return
         raise plan.exhausted()
 
     # -- internals --
 
-    async def _run(self, model: str, once: Callable[[Deployment], Awaitable[T]]) -> T:
-        plan = _Plan(self, model)
+    async def _run(
+        self,
+        request: ChatRequest | EmbeddingRequest,
+        once: Callable[[Deployment], Awaitable[R2]],
+    ) -> R2:
+        plan = _Plan(self, request.model)
+        pacer = self.pacer
         while (dep := await plan.next()) is not None:
             dep.inflight += 1
+            slot = None
             try:
+                slot = await self._paced(dep, request)
                 if dep.max_concurrency is None:
                     result = await once(dep)
                 else:
                     async with dep.slot():
                         result = await once(dep)
             except errors.ProviderError as exc:
+                if isinstance(exc, errors.RateLimitError) and exc.provider is not None:
+                    pacer.feedback(dep.id, slot, throttled=exc.retry_after or 1.0)
                 plan.failed(dep, exc)
                 continue
             finally:
                 dep.inflight -= 1
                 dep.probing = False  # however the attempt ended (even cancelled), the probe is over
+            usage = result.usage
+            pacer.feedback(
+                dep.id,
+                slot,
+                used_tokens=usage.total_tokens if usage is not None else None,
+                ratelimit=result.ratelimit,
+            )
             plan.succeeded(dep)
             return result
         raise plan.exhausted()
+
+    async def _paced(self, dep: Deployment, request: ChatRequest | EmbeddingRequest) -> Slot | None:
+        """Wait for the deployment's pacing queue; a RateLimitError (a queue too long to wait
+        in: try elsewhere) when that would exceed ``router.max_queue_wait``."""
+        paced = await self.pacer.wait(dep.id, request)
+        if paced is None:
+            raise errors.RateLimitError(
+                f"deployment {dep.id} is at its rate limit and its queue is longer than "
+                f"router.max_queue_wait ({self.pacer.max_wait:g}s)",
+                model=dep.model,
+                code="pacing_queue_full",
+                retry_after=self.pacer.max_wait,
+            )
+        wait, slot = paced
+        if wait > 0:
+            await self._sleep(wait)
+        return slot
 
     def _pick(self, name: str, avoid: Deployment | None) -> Deployment | None:
         now = self._clock()
@@ -497,9 +577,14 @@ def _for_deployment(request: ChatRequest, dep: Deployment) -> ChatRequest:
 
 
 async def _attempt(
-    dep: Deployment, call: Callable[[ChatRequest, Timeouts], Awaitable[R]], request: ChatRequest
+    dep: Deployment,
+    call: Callable[[ChatRequest, Timeouts], Awaitable[R]],
+    request: ChatRequest,
+    guard: Callable[[str, ChatRequest], None] | None,
 ) -> R:
     """One non-streamed attempt on ``dep``, bounded by its total timeout."""
+    if guard is not None:
+        guard(dep.model, request)
     total = dep.timeouts.total
     try:
         async with asyncio.timeout(total):

@@ -1,4 +1,5 @@
-"""The admin API under ``/admin/``: create, list, show, revoke and rotate virtual keys.
+"""The admin API under ``/admin/``: virtual keys (create, list, show, change, revoke, rotate)
+and budgets.
 
 Only the master key may call it: a virtual key is a credential for model calls, and letting one
 mint or revoke others would turn any leaked application key into a way to keep access. Errors use
@@ -34,7 +35,8 @@ from aiwire.server.asgi import (
     respond,
 )
 from aiwire.server.auth import Authenticator, Principal, presented_secret
-from aiwire.store.keys import KeyRecord, KeyStateError, KeyStore, UnknownKeyError
+from aiwire.store.budgets import BudgetRecord, BudgetStore, UnknownBudgetError
+from aiwire.store.keys import KeyRecord, KeyStateError, KeyStore, UnknownKeyError, check_options
 
 log = logging.getLogger("aiwire.admin")
 
@@ -46,7 +48,30 @@ SCOPED_ENDPOINTS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings")
 #: Admin bodies are a few hundred bytes; anything near this is a mistake or an attack.
 MAX_BODY_BYTES = 64 * 1024
 
-_CREATE_FIELDS = ("name", "models", "endpoints", "expires_in", "expires_at", "team", "metadata")
+_CREATE_FIELDS = (
+    "name",
+    "models",
+    "endpoints",
+    "expires_in",
+    "expires_at",
+    "team",
+    "metadata",
+    "rpm",
+    "tpm",
+    "options",
+)
+_UPDATE_FIELDS = (
+    "name",
+    "models",
+    "endpoints",
+    "expires_in",
+    "expires_at",
+    "team",
+    "rpm",
+    "tpm",
+    "options",
+)
+_BUDGET_FIELDS = ("scope", "scope_id", "period", "limit_usd", "soft_usd")
 _ROTATE_FIELDS = ("grace",)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
@@ -91,12 +116,19 @@ class AdminAPI:
         auth: Authenticator,
         *,
         model_names: Callable[[], Collection[str]] | None = None,
+        budgets: BudgetStore | None = None,
+        on_budget_change: Callable[[], None] | None = None,
+        spent: Callable[[BudgetRecord], Awaitable[float]] | None = None,
     ) -> None:
         """``model_names``, when given, lists the models clients can ask for: a key scoped to any
-        other name is refused, since a typo there would make a key that can call nothing."""
+        other name is refused, since a typo there would make a key that can call nothing.
+        ``budgets`` enables /admin/budgets; ``spent`` reports a budget's current spend."""
         self.keys = keys
         self.auth = auth
         self.model_names = model_names
+        self.budgets = budgets
+        self.on_budget_change = on_budget_change
+        self.spent = spent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -162,15 +194,21 @@ class AdminAPI:
         if parts == ["keys"]:
             routes = {"GET": self._list, "POST": self._create}
         elif len(parts) == 2 and parts[0] == "keys" and parts[1]:
-            routes, key_id = {"GET": self._get}, parts[1]
+            routes, key_id = {"GET": self._get, "PATCH": self._update}, parts[1]
         elif len(parts) == 3 and parts[0] == "keys" and parts[1] and parts[2] == "revoke":
             routes, key_id = {"POST": self._revoke}, parts[1]
         elif len(parts) == 3 and parts[0] == "keys" and parts[1] and parts[2] == "rotate":
             routes, key_id = {"POST": self._rotate}, parts[1]
+        elif parts == ["budgets"] and self.budgets is not None:
+            routes = {"GET": self._budget_list, "POST": self._budget_set}
+        elif len(parts) == 2 and parts[0] == "budgets" and parts[1] and self.budgets is not None:
+            routes, key_id = {"DELETE": self._budget_delete}, parts[1]
         else:
             raise errors.NotFoundError(
                 f"no admin route {path}; the admin API serves: GET/POST /admin/keys, "
-                "GET /admin/keys/{id}, POST /admin/keys/{id}/revoke, POST /admin/keys/{id}/rotate",
+                "GET/PATCH /admin/keys/{id}, POST /admin/keys/{id}/revoke, "
+                "POST /admin/keys/{id}/rotate, GET/POST /admin/budgets, "
+                "DELETE /admin/budgets/{id}",
                 code="unknown_route",
             )
         handler = routes.get(method)
@@ -189,24 +227,8 @@ class AdminAPI:
         name = data.get("name")
         if not isinstance(name, str) or not name.strip():
             raise _bad("name", "a key needs a non-empty string 'name', e.g. \"app1\"")
-        models = _names(data, "models", 'model names from the config, e.g. ["gpt-4o-mini"]')
-        if self.model_names is not None:
-            known = self.model_names()
-            for model in models:
-                if model not in known:
-                    raise _bad(
-                        "models",
-                        f"model {model!r} is not configured on this gateway; "
-                        f"configured: {', '.join(sorted(known)) or 'none'}",
-                    )
-        endpoints = _names(data, "endpoints", f"some of {', '.join(SCOPED_ENDPOINTS)}")
-        for endpoint in endpoints:
-            if endpoint not in SCOPED_ENDPOINTS:
-                raise _bad(
-                    "endpoints",
-                    f"unknown endpoint {endpoint!r}; a key can be scoped to "
-                    f"{', '.join(SCOPED_ENDPOINTS)}",
-                )
+        models = self._models(data)
+        endpoints = _endpoints(data)
         team = data.get("team")
         if team is not None and not isinstance(team, str):
             raise _bad("team", "'team' must be a string")
@@ -221,10 +243,109 @@ class AdminAPI:
             team,
             metadata,
             actor=ACTOR,
+            rpm=_limit(data, "rpm"),
+            tpm=_limit(data, "tpm"),
+            options=_options(data),
         )
         log.info("admin: created key %s (%s) for %s", record.id, record.name, ACTOR)
         body = {"key": secret.reveal(), **record.public()}
         await respond(send, 201, orjson.dumps(body), headers=_NO_STORE)
+
+    def _models(self, data: dict[str, Any]) -> list[str]:
+        models = _names(data, "models", 'model names from the config, e.g. ["gpt-4o-mini"]')
+        if self.model_names is not None:
+            known = self.model_names()
+            for model in models:
+                if model not in known:
+                    raise _bad(
+                        "models",
+                        f"model {model!r} is not configured on this gateway; "
+                        f"configured: {', '.join(sorted(known)) or 'none'}",
+                    )
+        return models
+
+    async def _update(self, scope: Scope, receive: Receive, send: Send, key_id: str | None) -> None:
+        data = await _body(scope, receive, _UPDATE_FIELDS)
+        record = await self._existing(key_id)
+        changes: dict[str, Any] = {}
+        if "name" in data:
+            name = data["name"]
+            if not isinstance(name, str) or not name.strip():
+                raise _bad("name", "a key needs a non-empty string 'name'")
+            changes["name"] = name.strip()
+        if "models" in data:
+            changes["models"] = self._models(data)
+        if "endpoints" in data:
+            changes["endpoints"] = _endpoints(data)
+        if "team" in data:
+            team = data["team"]
+            if team is not None and not isinstance(team, str):
+                raise _bad("team", "'team' must be a string or null")
+            changes["team"] = team
+        for field in ("rpm", "tpm"):
+            if field in data:
+                changes[field] = _limit(data, field)
+        if "options" in data:
+            changes["options"] = _options(data)
+        if "expires_in" in data or "expires_at" in data:
+            changes["expires_at"] = _expiry(data)
+        after = await self.keys.update(record.id, actor=ACTOR, changes=changes)
+        self.auth.forget()
+        log.info("admin: updated key %s (%s) for %s", after.id, after.name, ACTOR)
+        await respond(send, 200, orjson.dumps(after.public()))
+
+    # -- budgets --
+
+    async def _budget_list(self, scope: Scope, receive: Receive, send: Send, _: str | None) -> None:
+        assert self.budgets is not None
+        data = []
+        for b in await self.budgets.list():
+            item = b.public()
+            item["spent_usd"] = None if self.spent is None else await self.spent(b)
+            data.append(item)
+        await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def _budget_set(self, scope: Scope, receive: Receive, send: Send, _: str | None) -> None:
+        assert self.budgets is not None
+        data = await _body(scope, receive, _BUDGET_FIELDS)
+        scope_name = data.get("scope", "global")
+        scope_id = data.get("scope_id") or ""
+        if not isinstance(scope_id, str):
+            raise _bad("scope_id", "'scope_id' must be a key id or team name")
+        if scope_name == "key" and await self.keys.get(scope_id) is None:
+            raise _bad("scope_id", f"no key with id {scope_id!r} (aiwire keys list)")
+        limit = data.get("limit_usd")
+        soft = data.get("soft_usd")
+        for field, value in (("limit_usd", limit), ("soft_usd", soft)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise _bad(field, f"'{field}' must be a number of dollars")
+        if limit is None:
+            raise _bad("limit_usd", "a budget needs 'limit_usd', e.g. 100")
+        try:
+            record = await self.budgets.set(
+                scope_name, scope_id, data.get("period", "month"), limit, soft, actor=ACTOR
+            )
+        except ValueError as exc:
+            field = next((f for f in _BUDGET_FIELDS if f in str(exc)), "scope")
+            raise _bad(field, str(exc)) from None
+        if self.on_budget_change is not None:
+            self.on_budget_change()
+        log.info("admin: set budget %s (%s) for %s", record.id, record.label, ACTOR)
+        await respond(send, 200, orjson.dumps(record.public()))
+
+    async def _budget_delete(
+        self, scope: Scope, receive: Receive, send: Send, budget_id: str | None
+    ) -> None:
+        assert self.budgets is not None and budget_id is not None
+        try:
+            record = await self.budgets.delete(budget_id, actor=ACTOR)
+        except UnknownBudgetError as exc:
+            raise errors.NotFoundError(exc.message, code="unknown_budget") from None
+        if self.on_budget_change is not None:
+            self.on_budget_change()
+        await respond(send, 200, orjson.dumps({"deleted": True, **record.public()}))
 
     async def _list(self, scope: Scope, receive: Receive, send: Send, _: str | None) -> None:
         records = await self.keys.list()
@@ -306,6 +427,37 @@ def _names(data: dict[str, Any], field: str, example: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise _bad(field, f"'{field}' must be a list of non-empty strings ({example})")
     return [v.strip() for v in value]
+
+
+def _endpoints(data: dict[str, Any]) -> list[str]:
+    endpoints = _names(data, "endpoints", f"some of {', '.join(SCOPED_ENDPOINTS)}")
+    for endpoint in endpoints:
+        if endpoint not in SCOPED_ENDPOINTS:
+            raise _bad(
+                "endpoints",
+                f"unknown endpoint {endpoint!r}; a key can be scoped to "
+                f"{', '.join(SCOPED_ENDPOINTS)}",
+            )
+    return endpoints
+
+
+def _limit(data: dict[str, Any], field: str) -> int | None:
+    value = data.get(field)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise _bad(field, f"'{field}' must be a whole number of at least 1, or null for no limit")
+    return value
+
+
+def _options(data: dict[str, Any]) -> dict[str, Any]:
+    value = data.get("options")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad("options", "'options' must be a JSON object")
+    try:
+        return check_options(value)
+    except ValueError as exc:
+        raise _bad("options", str(exc)) from None
 
 
 def _duration(value: Any, field: str) -> timedelta:

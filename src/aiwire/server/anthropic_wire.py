@@ -715,15 +715,24 @@ def error_type(exc: errors.AIWireError, status: int) -> str:
     return "api_error" if status >= 500 else "invalid_request_error"
 
 
+#: Error codes the gateway itself gives (not a provider's), added to Anthropic-shaped bodies.
+GATEWAY_CODES = frozenset(
+    {"budget_exceeded", "rate_limit_exceeded", "pii_detected", "content_policy"}
+)
+
+
 def error_dict(exc: BaseException) -> dict[str, Any]:
     """``{"type": "error", "error": {type, message}}`` (plus ``request_id`` when known) for any
     exception; non-aiwire exceptions get a generic message, never their text."""
     if not isinstance(exc, errors.AIWireError):
         return {"type": "error", "error": {"type": "api_error", "message": _INTERNAL_MESSAGE}}
-    out: dict[str, Any] = {
-        "type": "error",
-        "error": {"type": error_type(exc, status_of(exc, overloaded=529)), "message": exc.message},
+    error: dict[str, Any] = {
+        "type": error_type(exc, status_of(exc, overloaded=529)),
+        "message": exc.message,
     }
+    if exc.code in GATEWAY_CODES:  # aiwire's own refusals say which (Anthropic has no field)
+        error["code"] = exc.code
+    out: dict[str, Any] = {"type": "error", "error": error}
     if exc.request_id:
         out["request_id"] = exc.request_id
     return out

@@ -15,11 +15,22 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from aiwire import errors
+from aiwire import errors, tokens
+from aiwire.limits.admission import Admission, Refused, Ticket
+from aiwire.limits.pricing import (
+    DEFAULT_MAX_OUTPUT,
+    CatalogPricing,
+    NoPricing,
+    Pricing,
+    rough_input_tokens,
+)
+from aiwire.limits.windows import window
+from aiwire.observability.alerts import Alerts
 from aiwire.router import AttemptEvent, Router
 from aiwire.server import anthropic_wire, openai_wire
 from aiwire.server.admin import PREFIX as ADMIN_PREFIX
@@ -37,6 +48,7 @@ from aiwire.server.asgi import (
     stream_piece,
 )
 from aiwire.server.auth import Authenticator, Principal, presented_secret
+from aiwire.store.budgets import BudgetRecord, BudgetStore
 from aiwire.store.db import Database
 from aiwire.store.keys import KeyStore
 from aiwire.store.writer import LogWriter, RequestLogRow
@@ -44,6 +56,7 @@ from aiwire.types import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
     RawChatResponse,
     RawChunk,
     Usage,
@@ -148,6 +161,10 @@ class _Outcome:
     ttft_ms: float | None = None
     attempts: list[AttemptEvent] = field(default_factory=list)
     finished: bool = False  # the last bytes of the answer are being sent
+    #: Response headers: the request id, and the key's x-ratelimit-* when it has limits.
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    ticket: Ticket | None = None
+    cost: float = 0.0
 
 
 class Gateway:
@@ -160,15 +177,34 @@ class Gateway:
         writer: LogWriter | None = None,
         keys: KeyStore | None = None,
         settings: GatewaySettings | None = None,
+        admission: Admission | None = None,
+        pricing: Pricing | None = None,
+        alerts: Alerts | None = None,
+        budgets: BudgetStore | None = None,
     ) -> None:
         self.router = router
         self.auth = auth
         self.database = database
         self.writer = writer
         self.settings = settings or GatewaySettings()
+        self.admission = admission
+        self.pricing: Pricing = pricing or NoPricing()
+        self.alerts = alerts
+        self.budgets = budgets
         #: The admin API under /admin/ (master key only), where the keys live.
         self.admin = (
-            None if keys is None else AdminAPI(keys, auth, model_names=lambda: router.names)
+            None
+            if keys is None
+            else AdminAPI(
+                keys,
+                auth,
+                model_names=lambda: router.names,
+                budgets=budgets,
+                on_budget_change=admission.book.invalidate
+                if admission is not None and admission.book is not None
+                else None,
+                spent=self._budget_spent if admission is not None else None,
+            )
         )
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", CHAT): lambda s, r, w: self._chat(s, r, w, OPENAI),
@@ -212,6 +248,8 @@ class Gateway:
                 return
 
     async def startup(self) -> None:
+        # The tokenizers (~1 s to build) load off the event loop, not on a first request.
+        await asyncio.to_thread(tokens.preload)
         if self.database is not None:
             await self.database.migrate()
         if self.writer is not None:
@@ -227,6 +265,10 @@ class Gateway:
         """Called after the server stopped accepting and in-flight requests ended."""
         if self.writer is not None:
             await self.writer.aclose()
+        if self.alerts is not None:
+            await self.alerts.aclose()
+        if self.admission is not None:
+            await self.admission.state.aclose()
         await self.router.aclose()
         if self.database is not None:
             await self.database.aclose()
@@ -249,19 +291,24 @@ class Gateway:
         except errors.AIWireError as exc:
             await self._fail(send, wire.error_body, exc, request_id)
             return
-        outcome = _Outcome()
+        outcome = _Outcome(headers=[("x-request-id", request_id)])
+        if not await self._admit(send, wire.error_body, principal, request, outcome):
+            return
         _attempts.set(outcome.attempts)
         if request.stream:
-            work = self._stream(send, wire, request, outcome, request_id, started)
+            work = self._stream(send, wire, request, outcome, started)
         else:
-            work = self._whole(send, wire, request, outcome, request_id)
-        finished = await _until_disconnect(work, receive, outcome)
-        if not finished:
-            outcome.status, outcome.error = 499, "client_disconnected"
+            work = self._whole(send, wire, request, outcome)
+        try:
+            finished = await _until_disconnect(work, receive, outcome)
+            if not finished:
+                outcome.status, outcome.error = 499, "client_disconnected"
+        finally:
+            await self._settle(request.model, outcome)
         self._log(request_id, principal, request, wire.endpoint, outcome, started, body)
 
     async def _whole(
-        self, send: Send, wire: _Wire, request: ChatRequest, outcome: _Outcome, request_id: str
+        self, send: Send, wire: _Wire, request: ChatRequest, outcome: _Outcome
     ) -> None:
         router = self.router
         try:
@@ -271,7 +318,7 @@ class Gateway:
                 resp = await router.chat(request)
         except errors.AIWireError as exc:
             outcome.finished = True
-            outcome.status = await self._fail(send, wire.error_body, exc, request_id)
+            outcome.status = await self._fail(send, wire.error_body, exc, outcome.headers)
             outcome.error = type(exc).__name__
             return
         outcome.usage, outcome.deployment, outcome.provider = (
@@ -280,7 +327,7 @@ class Gateway:
             resp.provider,
         )
         outcome.finished = True
-        await respond(send, 200, wire.render(resp, request.model), headers=_ids(request_id))
+        await respond(send, 200, wire.render(resp, request.model), headers=outcome.headers)
 
     async def _stream(
         self,
@@ -288,7 +335,6 @@ class Gateway:
         wire: _Wire,
         request: ChatRequest,
         outcome: _Outcome,
-        request_id: str,
         started: float,
     ) -> None:
         chunks: AsyncGenerator[ChatChunk | RawChunk, None] = (
@@ -305,11 +351,11 @@ class Gateway:
             except errors.AIWireError as exc:
                 # Nothing was sent yet: a proper HTTP error in the client's protocol.
                 outcome.finished = True
-                outcome.status = await self._fail(send, wire.error_body, exc, request_id)
+                outcome.status = await self._fail(send, wire.error_body, exc, outcome.headers)
                 outcome.error = type(exc).__name__
                 return
             outcome.ttft_ms = (time.perf_counter() - started) * 1000
-            await start_stream(send, headers=_ids(request_id))
+            await start_stream(send, headers=outcome.headers)
             try:
                 if first is not None:
                     outcome.deployment, outcome.provider = first.deployment, first.provider
@@ -354,18 +400,25 @@ class Gateway:
         except errors.AIWireError as exc:
             await self._fail(send, openai_wire.error_body, exc, request_id)
             return
-        outcome = _Outcome()
+        outcome = _Outcome(headers=[("x-request-id", request_id)])
+        if not await self._admit(send, openai_wire.error_body, principal, request, outcome):
+            return
         _attempts.set(outcome.attempts)
         try:
-            resp = await self.router.embed(request)
-        except errors.AIWireError as exc:
-            outcome.status = await self._fail(send, openai_wire.error_body, exc, request_id)
-            outcome.error = type(exc).__name__
-        else:
-            outcome.deployment, outcome.provider = resp.deployment, resp.provider
-            outcome.usage = Usage.of(resp.usage.prompt_tokens, 0)
-            body_out = openai_wire.render_embeddings(resp, request.encoding_format)
-            await respond(send, 200, body_out, headers=_ids(request_id))
+            try:
+                resp = await self.router.embed(request)
+            except errors.AIWireError as exc:
+                outcome.status = await self._fail(
+                    send, openai_wire.error_body, exc, outcome.headers
+                )
+                outcome.error = type(exc).__name__
+            else:
+                outcome.deployment, outcome.provider = resp.deployment, resp.provider
+                outcome.usage = Usage.of(resp.usage.prompt_tokens, 0)
+                body_out = openai_wire.render_embeddings(resp, request.encoding_format)
+                await respond(send, 200, body_out, headers=outcome.headers)
+        finally:
+            await self._settle(request.model, outcome)
         self._log(request_id, principal, request, EMBEDDINGS, outcome, started, None)
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -409,13 +462,98 @@ class Gateway:
         return await self.auth.authenticate(presented_secret(scope["headers"]))
 
     async def _fail(
-        self, send: Send, shape: ErrorBody, exc: errors.AIWireError, request_id: str | None
+        self,
+        send: Send,
+        shape: ErrorBody,
+        exc: errors.AIWireError,
+        extra: str | list[tuple[str, str]] | None,
     ) -> int:
+        """Answer with ``exc`` in the client's protocol; ``extra``: the request id, or the
+        response headers gathered so far."""
         status, body, headers = shape(exc)
-        if request_id:
-            headers = {**headers, "x-request-id": request_id}
-        await respond(send, status, body, headers=headers.items())
+        out = list(headers.items())
+        if isinstance(extra, str):
+            out.append(("x-request-id", extra))
+        elif extra:
+            out += extra
+        await respond(send, status, body, headers=out)
         return status
+
+    # -- admission: key limits and budgets ------------------------------------------------
+
+    async def _budget_spent(self, budget: BudgetRecord) -> float:
+        """A budget's spend in its current window (counters first, else the request log)."""
+        assert self.admission is not None and self.budgets is not None
+        window_id, start, _ = window(budget.period, datetime.now(UTC))
+        counted = await self.admission.state.spent(f"bg:{budget.id}:{window_id}")
+        return counted if counted is not None else await self.budgets.spent(budget, start)
+
+    async def _admit(
+        self,
+        send: Send,
+        shape: ErrorBody,
+        principal: Principal,
+        request: ChatRequest | EmbeddingRequest,
+        outcome: _Outcome,
+    ) -> bool:
+        """Reserve the request under its key's limits and budgets; False (after answering
+        429) when refused."""
+        if self.admission is None:
+            return True
+        try:
+            outcome.ticket = await self.admission.admit(
+                principal.record,
+                tokens=lambda: self._estimate(request),
+                max_cost=lambda i, o: self._max_cost(request.model, i, o),
+            )
+        except Refused as exc:
+            await self._fail(send, shape, exc, [*outcome.headers, *exc.headers])
+            return False
+        if outcome.ticket is not None:
+            outcome.headers += outcome.ticket.headers
+        return True
+
+    def _estimate(self, request: ChatRequest | EmbeddingRequest) -> tuple[int, int]:
+        """Input tokens (estimated) and the most output tokens the request may produce."""
+        if isinstance(request, EmbeddingRequest):
+            return rough_input_tokens(request), 0
+        limit = request.output_limit
+        if limit is None:
+            known = [
+                self.pricing.max_output(d.model) for d in self.router.deployments(request.model)
+            ]
+            limit = max((k for k in known if k), default=DEFAULT_MAX_OUTPUT)
+        return rough_input_tokens(request), limit
+
+    def _max_cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """The most the request can cost: its dearest deployment's price (a fallback dearer
+        still is settled at its actual cost)."""
+        prices = [
+            self.pricing.max_cost(d.model, input_tokens, output_tokens)
+            for d in self.router.deployments(model)
+        ]
+        return max((p for p in prices if p is not None), default=0.0)
+
+    async def _settle(self, model: str, outcome: _Outcome) -> None:
+        """What the request cost, into its log row and (if admitted) its key's counters."""
+        usage = outcome.usage
+        dep = self.router.deployment(outcome.deployment) if outcome.deployment else None
+        if dep is not None and isinstance(self.pricing, CatalogPricing):
+            warning = self.pricing.note_use(dep.model)
+            if warning is not None and self.alerts is not None:
+                await self.alerts.fire("deprecated_model", dep.model, warning, {"model": dep.model})
+        if usage is not None and dep is not None:
+            outcome.cost = self.pricing.cost(dep.model, usage) or 0.0
+        elif outcome.attempts and outcome.status in (200, 499) and outcome.ticket is not None:
+            # It reached a provider and ended without a usage report (client gone, stream
+            # cut): count what it may have cost rather than nothing.
+            outcome.cost = outcome.ticket.reserved_usd
+        if self.admission is not None and outcome.ticket is not None:
+            tokens = usage.total_tokens if usage is not None else None
+            try:
+                await self.admission.settle(outcome.ticket, tokens, outcome.cost)
+            except Exception:  # the answer is out; a counter hiccup must not fail the request
+                log.exception("settling limits and budgets failed")
 
     def _log(
         self,
@@ -450,6 +588,8 @@ class Gateway:
                 fallback=last.fallback,
                 stream=bool(getattr(request, "stream", False)),
                 prompt=_content(body) if self.settings.store_content else None,
+                team=principal.record.team if principal.record is not None else None,
+                cost_usd=outcome.cost,
             )
         )
 
@@ -458,10 +598,6 @@ def _record_attempt(event: AttemptEvent) -> None:
     attempts = _attempts.get()
     if attempts is not None:
         attempts.append(event)
-
-
-def _ids(request_id: str) -> list[tuple[str, str]]:
-    return [("x-request-id", request_id)]
 
 
 def _too_large(exc: BodyTooLarge) -> errors.BadRequestError:

@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiwire.config import Config
+from aiwire.limits.admission import Admission, BudgetBook
+from aiwire.limits.pricing import CatalogPricing, Pricing
+from aiwire.limits.state import LimitState, MemoryState
+from aiwire.observability.alerts import Alerts, Claim
 from aiwire.router import Router
 from aiwire.secrets import Secret
 from aiwire.server.app import Gateway, GatewaySettings
 from aiwire.server.auth import Authenticator
+from aiwire.store.budgets import BudgetRecord, BudgetStore
 from aiwire.store.db import Database
 from aiwire.store.keys import KeyStore
 from aiwire.store.writer import LogWriter
@@ -20,6 +25,26 @@ class GatewayParts:
     database: Database
     keys: KeyStore
     writer: LogWriter
+    budgets: BudgetStore
+    state: LimitState
+    alerts: Alerts
+
+
+def limit_state(config: Config) -> tuple[LimitState, Claim | None]:
+    """Counters in Redis when ``server.redis`` is set (shared by replicas), else in process;
+    and, with Redis, a cross-replica claim for de-duplicating alerts."""
+    url = config.server.redis_url()
+    if url is None:
+        return MemoryState(), None
+    from aiwire.limits.redis_state import RedisState
+
+    state = RedisState(url)
+
+    async def claim(name: str, seconds: float) -> bool:
+        ttl = max(1, int(seconds))
+        return bool(await state.redis.set(f"aiw:{name}", b"1", nx=True, ex=ttl))
+
+    return state, claim
 
 
 def build_gateway(
@@ -29,18 +54,41 @@ def build_gateway(
     master_key: Secret | None,
     settings: GatewaySettings | None = None,
     auth_ttl: float = 2.0,
+    pricing: Pricing | None = None,
 ) -> GatewayParts:
     settings = settings or GatewaySettings()
     database = Database(store_url)
     keys = KeyStore(database)
     writer = LogWriter(database, store_content=settings.store_content)
     auth = Authenticator(master_key=master_key, lookup=keys.find_by_secret, ttl=auth_ttl)
+    budgets = BudgetStore(database)
+    book = BudgetBook(budgets)
+    state, claim = limit_state(config)
+    alerts = Alerts(config.alerts, claim=claim)
+
+    async def soft_limit(budget: BudgetRecord, window_id: str, spent: float) -> None:
+        await alerts.fire(
+            "budget_soft_limit",
+            f"{budget.id}:{window_id}",
+            f"the {budget.label} budget passed its soft limit: ${spent:.2f} of "
+            f"${budget.limit_usd:.2f} spent (soft limit ${budget.soft_usd:.2f})",
+            {"budget": budget.public(), "window": window_id, "spent_usd": spent},
+        )
+
+    admission = Admission(state, book, on_soft_limit=soft_limit)
+    router = Router.from_config(config, state=state)
+    if pricing is None and router.catalog is not None:
+        pricing = CatalogPricing(router.catalog)
     gateway = Gateway(
-        Router.from_config(config),
+        router,
         auth,
         database=database,
         writer=writer,
         keys=keys,
         settings=settings,
+        admission=admission,
+        pricing=pricing,
+        alerts=alerts,
+        budgets=budgets,
     )
-    return GatewayParts(gateway, database, keys, writer)
+    return GatewayParts(gateway, database, keys, writer, budgets, state, alerts)

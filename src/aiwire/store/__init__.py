@@ -15,13 +15,14 @@ from aiwire.store.keys import (
     UnknownKeyError,
     hash_secret,
 )
-from aiwire.store.models import ApiKey, AuditLog, Base, RequestLog
+from aiwire.store.models import ApiKey, AuditLog, Base, Budget, RequestLog
 from aiwire.store.writer import LogWriter, RequestLogRow
 
 __all__ = [
     "ApiKey",
     "AuditLog",
     "Base",
+    "Budget",
     "Database",
     "KeyRecord",
     "KeyStateError",

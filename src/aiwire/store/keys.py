@@ -84,6 +84,12 @@ class KeyRecord:
     grace_until: datetime | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     last_used_at: datetime | None = None
+    #: Requests / tokens per minute (None: no limit of this key's own).
+    rpm: int | None = None
+    tpm: int | None = None
+    #: Per-key behaviour: ``cache`` (bool), ``log_content`` (bool), ``retention_days`` (int),
+    #: ``pii`` (``off`` / ``mask`` / ``block``) - see :data:`KEY_OPTIONS`.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def display(self) -> str:
@@ -120,6 +126,9 @@ class KeyRecord:
             "grace_until": _iso(self.grace_until),
             "metadata": dict(self.metadata),
             "last_used_at": _iso(self.last_used_at),
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "options": dict(self.options),
         }
 
     @classmethod
@@ -138,7 +147,40 @@ class KeyRecord:
             grace_until=row.grace_until,
             metadata=dict(row.meta),
             last_used_at=row.last_used_at,
+            rpm=row.rpm,
+            tpm=row.tpm,
+            options=dict(row.options or {}),
         )
+
+
+#: The per-key options the gateway understands, with their types.
+KEY_OPTIONS: dict[str, type] = {
+    "cache": bool,
+    "log_content": bool,
+    "retention_days": int,
+    "pii": str,
+}
+
+
+def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` validated against :data:`KEY_OPTIONS` (ValueError naming the bad one)."""
+    out: dict[str, Any] = {}
+    for name, value in (options or {}).items():
+        kind = KEY_OPTIONS.get(name)
+        if kind is None:
+            raise ValueError(f"unknown key option {name!r}; known: {', '.join(KEY_OPTIONS)}")
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"key option {name!r} must be {kind.__name__}, not {value!r}")
+        if name == "pii" and value not in ("off", "mask", "block"):
+            raise ValueError("key option 'pii' must be off, mask or block")
+        out[name] = value
+    return out
+
+
+def _limit(value: int | None, name: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a whole number of at least 1 (or unset)")
+    return value
 
 
 def _new_secret() -> str:
@@ -155,6 +197,9 @@ def _new_row(
     metadata: Mapping[str, Any] | None,
     rotated_from: str | None,
     now: datetime,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
     if not name.strip():
         raise ValueError("a key needs a non-empty name")
@@ -175,6 +220,9 @@ def _new_row(
         # Round-trip now, so a non-JSON value fails here with a clear error, not in the driver.
         meta=orjson.loads(orjson.dumps(dict(metadata or {}))),
         last_used_at=None,
+        rpm=_limit(rpm, "rpm"),
+        tpm=_limit(tpm, "tpm"),
+        options=check_options(options),
     )
     return row, secret
 
@@ -196,6 +244,9 @@ class KeyStore:
         metadata: Mapping[str, Any] | None = None,
         *,
         actor: str,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[KeyRecord, Secret]:
         """A new key; the secret is returned here and never again (the store cannot recover it).
 
@@ -211,6 +262,9 @@ class KeyStore:
             metadata=metadata,
             rotated_from=None,
             now=now,
+            rpm=rpm,
+            tpm=tpm,
+            options=options,
         )
         async with self._db.session() as session:
             session.add(row)
@@ -302,6 +356,9 @@ class KeyStore:
                 metadata=old.metadata,
                 rotated_from=old.id,
                 now=now,
+                rpm=old.rpm,
+                tpm=old.tpm,
+                options=old.options,
             )
             session.add(row)
             await session.flush()
@@ -316,6 +373,51 @@ class KeyStore:
                 {"old": old_after.public(), "new": new.public()},
             )
         return new, Secret(secret, f"virtual key {new.id}")
+
+    async def update(
+        self,
+        key_id: str,
+        *,
+        actor: str,
+        changes: Mapping[str, Any],
+    ) -> KeyRecord:
+        """Change a key's name, team, scopes, limits, options or expiry (audited, before and
+        after). ``changes`` holds only what changes: ``name``, ``team``, ``models``,
+        ``endpoints``, ``rpm``, ``tpm`` (None removes the limit), ``options`` (replaces them),
+        ``expires_at``."""
+        values: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name in ("rpm", "tpm"):
+                values[name] = _limit(value, name)
+            elif name == "options":
+                values[name] = check_options(value)
+            elif name in ("models", "endpoints"):
+                values[name] = [str(v) for v in value]
+            elif name == "expires_at":
+                values[name] = _aware(value, "expires_at")
+            elif name == "name":
+                if not str(value).strip():
+                    raise ValueError("a key needs a non-empty name")
+                values[name] = str(value)
+            elif name == "team":
+                values[name] = None if value is None else str(value)
+            else:
+                raise ValueError(f"cannot change {name!r} of a key")
+        async with self._db.session() as session:
+            before = await self._load(session, key_id)
+            if not values:
+                return before
+            await session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            after = await self._load(session, key_id)
+            await audit.append(
+                session, actor, "key.update", key_id, before.public(), after.public()
+            )
+            return after
 
     async def touch(self, key_id: str, when: datetime | None = None) -> None:
         """Record that the key was used (not audited: it is not an admin action)."""

@@ -29,6 +29,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -110,6 +111,11 @@ class ApiKey(Base):
     # ``metadata`` is reserved on declarative classes, hence the attribute name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata")
     last_used_at: Mapped[datetime | None]
+    #: Requests / tokens per minute this key may use (None: unlimited).
+    rpm: Mapped[int | None]
+    tpm: Mapped[int | None]
+    #: What the gateway does differently for this key (cache opt-out, content logging, PII).
+    options: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
 
     __table_args__ = (Index("ux_api_keys_key_hash", "key_hash", unique=True),)
 
@@ -141,12 +147,39 @@ class RequestLog(Base):
     #: Filled only when the configuration asks for prompts and completions to be stored.
     prompt: Mapped[str | None] = mapped_column(Text)
     completion: Mapped[str | None] = mapped_column(Text)
+    #: The key's team when the request was made (reports by team survive key changes).
+    team: Mapped[str | None]
+    #: What the provider bills for this request, by the catalog's prices (0 for a cache hit).
+    cost_usd: Mapped[float] = mapped_column(Float, server_default="0")
+    cache_hit: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (
         Index("ux_request_log_request_id", "request_id", unique=True),
         Index("ix_request_log_ts", "ts"),
         Index("ix_request_log_key_id_ts", "key_id", "ts"),
         Index("ix_request_log_model_ts", "model", "ts"),
+        Index("ix_request_log_team_ts", "team", "ts"),
+    )
+
+
+class Budget(Base):
+    """A spending limit in USD over a period, for one key, one team or everything (``global``,
+    ``scope_id`` empty). ``soft_usd`` (optional) is where an alert fires; ``limit_usd`` is
+    where requests are refused."""
+
+    __tablename__ = "budgets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    scope_id: Mapped[str]
+    period: Mapped[str] = mapped_column(String(16))
+    limit_usd: Mapped[float] = mapped_column(Float)
+    soft_usd: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ux_budgets_scope_scope_id_period", "scope", "scope_id", "period", unique=True),
     )
 
 

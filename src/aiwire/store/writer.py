@@ -77,6 +77,9 @@ class RequestLogRow:
     stream: bool = False
     prompt: str | None = None
     completion: str | None = None
+    team: str | None = None
+    cost_usd: float = 0.0
+    cache_hit: bool = False
 
 
 _FIELDS = tuple(f.name for f in fields(RequestLogRow))
