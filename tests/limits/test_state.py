@@ -109,12 +109,12 @@ async def test_pacing_tokens_and_provider_feedback(state: LimitState, clock: Clo
     assert await state.pace("d:2", dims, max_wait=60) == pytest.approx(23.4)
 
 
-async def test_a_provider_429_backs_off_then_recovers(state: LimitState, clock: Clock) -> None:
+async def test_a_provider_429_slows_the_rate_then_it_recovers(state: LimitState, clock: Clock) -> None:
     dims = [PaceCheck(600, 1)]
     assert await state.pace("d:3", dims, max_wait=60) == 0.0
     await state.pace_feedback("d:3", throttled=2.0)
     first = await state.pace("d:3", dims, max_wait=60)
-    assert first is not None and first == pytest.approx(2.0 + 0.2)  # wait + half rate (300/min)
+    assert first is not None and first == pytest.approx(2.0 + 0.125)  # wait + 80 % rate
     clock.now += 300  # long after: full rate again
     waits = [await state.pace("d:3", dims, max_wait=600) for _ in range(601)]
     assert waits[-1] == pytest.approx(0.1, abs=1e-4)  # the 601st of 600/min: one interval

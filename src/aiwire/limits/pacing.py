@@ -26,6 +26,9 @@ from aiwire.types import ChatRequest, EmbeddingRequest
 
 log = logging.getLogger("aiwire.pacing")
 
+#: The share of a provider's limit pacing aims at: the margin absorbs the skew between our
+#: clock and the provider's (a request reaches it a little after we release it).
+SAFETY = 0.98
 #: A capacity that never binds (the token dimension of a deployment with only an RPM limit).
 UNLIMITED = 1e12
 #: Output tokens assumed for a request with no max_tokens (corrected by the actual usage).
@@ -87,8 +90,9 @@ class Pacer:
         if not limits.paced:
             return 0.0, None
         tokens = float(_estimate(request))
-        tpm = limits.tpm or UNLIMITED
-        dims = [PaceCheck(limits.rpm or UNLIMITED, 1.0), PaceCheck(tpm, tokens)]
+        rpm = limits.rpm * SAFETY if limits.rpm else UNLIMITED
+        tpm = limits.tpm * SAFETY if limits.tpm else UNLIMITED
+        dims = [PaceCheck(rpm, 1.0), PaceCheck(tpm, tokens)]
         if tokens > tpm:
             tokens = tpm  # larger than a minute's worth: let the provider be the judge
             dims[1] = PaceCheck(tpm, tokens)
@@ -118,13 +122,13 @@ class Pacer:
         key = f"pace:{deployment_id}"
         corrections = []
         if slot is not None and used_tokens is not None and limits.tpm is not None:
-            corrections.append((1, limits.tpm, used_tokens - slot.tokens))
+            corrections.append((1, limits.tpm * SAFETY, used_tokens - slot.tokens))
         remaining = []
         if ratelimit is not None:
             if limits.rpm is not None and ratelimit.remaining_requests is not None:
-                remaining.append((0, limits.rpm, float(ratelimit.remaining_requests)))
+                remaining.append((0, limits.rpm * SAFETY, float(ratelimit.remaining_requests)))
             if limits.tpm is not None and ratelimit.remaining_tokens is not None:
-                remaining.append((1, limits.tpm, float(ratelimit.remaining_tokens)))
+                remaining.append((1, limits.tpm * SAFETY, float(ratelimit.remaining_tokens)))
         if not corrections and not remaining and throttled is None:
             return
         task = asyncio.get_running_loop().create_task(

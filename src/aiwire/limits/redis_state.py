@@ -20,6 +20,7 @@ from typing import Any
 
 from aiwire.errors import ConfigError
 from aiwire.limits.state import (
+    BACKOFF,
     MIN_FACTOR,
     RECOVERY,
     BudgetCheck,
@@ -220,7 +221,7 @@ end
 local throttled = ARGV[i]
 if throttled ~= '' then
   local ra = tonumber(throttled)
-  redis.call('HSET', h, 'f0', tostring(math.max({min_factor}, f / 2)))
+  redis.call('HSET', h, 'f0', tostring(math.max({min_factor}, f * {backoff})))
   redis.call('HSET', h, 'ta', tostring(now))
   for _, field in ipairs(redis.call('HKEYS', h)) do
     if string.sub(field, 1, 1) == 't' and field ~= 'ta' then
@@ -260,7 +261,7 @@ class RedisState(LimitState):
         self._feedback = self._redis.register_script(
             _FEEDBACK.replace("{recovery}", fill["recovery"]).replace(
                 "{min_factor}", fill["min_factor"]
-            )
+            ).replace("{backoff}", repr(BACKOFF))
         )
 
     @property

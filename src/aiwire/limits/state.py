@@ -13,7 +13,8 @@ Three kinds of counter:
 * **Pacing buckets** (per deployment): the providers' own continuous-refill token buckets
   (capacity C per minute, refilled C/60 per second), kept as a theoretical arrival time (GCRA)
   so each request reserves its place in time and learns how long to wait - fair, FIFO, no
-  polling. A provider 429 halves the rate, which recovers linearly over ``RECOVERY`` seconds.
+  polling. A provider 429 cuts the rate by a fifth (repeated ones compound), and it recovers
+  linearly over ``RECOVERY`` seconds.
 
 ``admit`` is all-or-nothing: when any window or budget refuses, nothing is recorded.
 """
@@ -27,7 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 #: Seconds for a backed-off pacing rate to climb back to its full value.
-RECOVERY = 120.0
+RECOVERY = 60.0
+#: What one provider 429 multiplies a pacing rate by (repeated 429s compound).
+BACKOFF = 0.8
 #: The lowest fraction of a deployment's rate pacing backs off to.
 MIN_FACTOR = 0.1
 
@@ -304,6 +307,6 @@ class MemoryState(LimitState):
             # Never more optimistic than the provider: its level is at most `left`.
             bucket.tat[dim] = max(bucket.tat[dim], now + 60.0 - left * 60.0 / (capacity * factor))
         if throttled is not None:
-            bucket.factor0 = max(MIN_FACTOR, factor / 2)
+            bucket.factor0 = max(MIN_FACTOR, factor * BACKOFF)
             bucket.throttled_at = now
             bucket.tat = [max(t, now + 60.0 + throttled) for t in bucket.tat]

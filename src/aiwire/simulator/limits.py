@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,6 +73,8 @@ class RateLimiter:
         self._limits = dict(limits)
         self._clock = clock
         self._state: dict[tuple[str, str], _Buckets] = {}
+        #: Requests admitted and refused (429), by (model, "admitted" | "refused").
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     def _buckets(self, protocol: str, model: str) -> _Buckets:
         key = (protocol, model)
@@ -92,6 +95,11 @@ class RateLimiter:
 
     def admit(self, protocol: str, model: str, estimate: int, actual: int) -> Refusal | None:
         """Charge one request; ``None`` when admitted, else why not (nothing is charged)."""
+        refusal = self._admit(protocol, model, estimate, actual)
+        self.counts[(model, "refused" if refusal is not None else "admitted")] += 1
+        return refusal
+
+    def _admit(self, protocol: str, model: str, estimate: int, actual: int) -> Refusal | None:
         b = self._buckets(protocol, model)
         if b.enforced_requests and b.requests.level < 1:
             cap = int(b.requests.capacity)
