@@ -76,21 +76,25 @@ def test_capabilities_markdown_matches_docs() -> None:
     assert result.output == (ROOT / "docs" / "capabilities.md").read_text()
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        "chat",
-        "models",
-        "simulate",
-        "demo",
-        "capabilities",
-        "serve",
-        "keys create",
-        "keys list",
-        "keys revoke",
-        "keys rotate",
-    ],
-)
+def _commands() -> list[str]:
+    """Every command of the CLI, found by walking its groups (so a new one cannot be missed)."""
+    import typer.main
+
+    out: list[str] = []
+
+    def walk(cmd: object, path: list[str]) -> None:
+        subcommands = getattr(cmd, "commands", None)
+        if isinstance(subcommands, dict):
+            for name, sub in subcommands.items():
+                walk(sub, [*path, name])
+        else:
+            out.append(" ".join(path))
+
+    walk(typer.main.get_command(app), [])
+    return sorted(out)
+
+
+@pytest.mark.parametrize("command", _commands())
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0

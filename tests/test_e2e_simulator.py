@@ -280,7 +280,10 @@ async def test_transient_faults_are_retried_to_success(
     async with AsyncClient(faulty(simulator.url, fault)) as c:
         c.router.on_attempt.append(events.append)
         assert (await c.chat(f"f-{proto}", "hello")).text
-    assert events[-1].error is None and len(events) >= 2
+    assert events[-1].error is None
+    # A connection dropped before any answer is sent again once by the transport itself (what
+    # a pooled connection the server closed while idle looks like); other faults by the router.
+    assert len(events) >= (1 if fault.startswith("drop") else 2)
 
 
 @pytest.mark.parametrize("proto", PROTOCOLS)

@@ -20,6 +20,7 @@ from rich.table import Table
 from aiwire import errors
 from aiwire.cli_budgets import budgets_app
 from aiwire.cli_keys import keys_app
+from aiwire.cli_usage import usage
 from aiwire.config import Config, config_from_env, simulator_config
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(budgets_app, name="budgets")
+app.command("usage")(usage)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aiwire.cache.config import CacheConfig
 from aiwire.catalog import CatalogConfig
 from aiwire.errors import ConfigError
 from aiwire.observability.alerts import AlertsConfig
@@ -197,6 +198,8 @@ class Config(_Strict):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     #: Overrides and additions to the shipped model catalog (prices, context windows).
     catalog: CatalogConfig = Field(default_factory=lambda: CatalogConfig({}))
+    #: The response cache: backend (memory, sql, redis, off), which requests, TTL, scope.
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     def model_post_init(self, context: Any) -> None:
         for i, dep in enumerate(self.models):

@@ -125,6 +125,9 @@ class Router:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.on_attempt: list[Callable[[AttemptEvent], None]] = []
+        #: Called when a deployment's circuit opens, with the cooldown in seconds (replicas
+        #: share it through :class:`aiwire.limits.health.HealthSync`).
+        self.on_cooldown: list[Callable[[Deployment, float], None]] = []
         #: Refuses, before sending, a request too large for a deployment's context window.
         self.context_guard: Callable[[str, ChatRequest], None] | None = None
         #: The model catalog (prices, windows), when built from config.
@@ -391,7 +394,6 @@ class Router:
             return  # the request's fault, not the deployment's
         dep.consecutive_failures += 1
         if dep.consecutive_failures >= self.settings.cooldown_failures:
-            dep.open_until = self._clock() + self.settings.cooldown_seconds
             log.warning(
                 "deployment %s cooling down for %.0fs after %d consecutive failures (%s)",
                 dep.id,
@@ -399,6 +401,22 @@ class Router:
                 dep.consecutive_failures,
                 type(exc).__name__,
             )
+            self.open_circuit(dep, self._clock() + self.settings.cooldown_seconds)
+
+    def open_circuit(self, dep: Deployment, until: float, *, publish: bool = True) -> None:
+        """Cool ``dep`` down until ``until`` (this router's clock); then one probe decides.
+        ``publish``: tell the ``on_cooldown`` observers (False when the news came from them)."""
+        if until <= dep.open_until and dep.state(self._clock()) == "open":
+            return
+        dep.consecutive_failures = max(dep.consecutive_failures, self.settings.cooldown_failures)
+        dep.open_until = until
+        if publish:
+            seconds = until - self._clock()
+            for fn in self.on_cooldown:
+                try:
+                    fn(dep, seconds)
+                except Exception:  # an observer must never break a request
+                    log.exception("cooldown observer failed")
 
     def _backoff(self, retry_number: int, retry_after: float | None) -> float:
         """Full jitter: uniform(0, min(max, base * 2**n)), but never less than retry_after."""

@@ -112,9 +112,13 @@ async def test_pacing_tokens_and_provider_feedback(state: LimitState, clock: Clo
 async def test_a_provider_429_slows_the_rate_then_it_recovers(state: LimitState, clock: Clock) -> None:
     dims = [PaceCheck(600, 1)]
     assert await state.pace("d:3", dims, max_wait=60) == 0.0
-    await state.pace_feedback("d:3", throttled=2.0)
+    await state.pace_feedback("d:3", throttled=2.0)  # a stray 429: wait as asked, same rate
     first = await state.pace("d:3", dims, max_wait=60)
-    assert first is not None and first == pytest.approx(2.0 + 0.125)  # wait + 80 % rate
+    assert first == pytest.approx(2.0 + 0.1, abs=1e-4)
+    clock.now += 10
+    await state.pace_feedback("d:3", throttled=2.0)  # a second within a minute: slow down
+    second = await state.pace("d:3", dims, max_wait=60)
+    assert second == pytest.approx(2.0 + 0.125, abs=1e-4)  # and at 80 % of the rate
     clock.now += 300  # long after: full rate again
     waits = [await state.pace("d:3", dims, max_wait=600) for _ in range(601)]
     assert waits[-1] == pytest.approx(0.1, abs=1e-4)  # the 601st of 600/min: one interval

@@ -163,3 +163,32 @@ def test_the_environment_proxy_is_the_default(monkeypatch: pytest.MonkeyPatch) -
     t = AiohttpTransport()
     assert t.proxy_for("https://api.openai.com/v1/x") == "http://proxy.example:8080"
     assert t.proxy_for("https://127.0.0.1:9/v1/x") is None
+
+
+async def test_a_pooled_connection_the_server_closed_is_retried_once() -> None:
+    """uvicorn-style servers (vLLM) close keep-alive connections idle for 5 s; a request sent on
+    such a connection just as it closes gets no answer and must go out again on a new one."""
+    served = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        served += 1
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok")
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # a second request on this connection:
+        writer.close()  # the idle timeout fired as it arrived - no answer
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    t = AiohttpTransport(proxies={})
+    try:
+        timeout = HttpTimeout(connect=2, read=2)
+        url = f"http://127.0.0.1:{port}/x"
+        first = await t.request("POST", url, headers={}, timeout=timeout, content=b"{}")
+        second = await t.request("POST", url, headers={}, timeout=timeout, content=b"{}")
+        assert (first.status, second.status, served) == (200, 200, 2)
+    finally:
+        await t.aclose()
+        server.close()

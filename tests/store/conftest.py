@@ -25,7 +25,7 @@ PG_ADMIN_URL = os.environ.get(
     "AIWIRE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 PG_HOW_TO_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-TABLES = ("api_keys", "request_log", "audit_log", "budgets")
+TABLES = ("api_keys", "request_log", "audit_log", "budgets", "response_cache")
 
 
 async def _admin(*statements: str) -> None:

@@ -221,8 +221,12 @@ end
 local throttled = ARGV[i]
 if throttled ~= '' then
   local ra = tonumber(throttled)
-  redis.call('HSET', h, 'f0', tostring(math.max({min_factor}, f * {backoff})))
-  redis.call('HSET', h, 'ta', tostring(now))
+  local last = tonumber(redis.call('HGET', h, 'l4') or '-1e18')
+  if now - last < {recovery} then
+    redis.call('HSET', h, 'f0', tostring(math.max({min_factor}, f * {backoff})))
+    redis.call('HSET', h, 'ta', tostring(now))
+  end
+  redis.call('HSET', h, 'l4', tostring(now))
   for _, field in ipairs(redis.call('HKEYS', h)) do
     if string.sub(field, 1, 1) == 't' and field ~= 'ta' then
       local tat = tonumber(redis.call('HGET', h, field))

@@ -13,8 +13,9 @@ Three kinds of counter:
 * **Pacing buckets** (per deployment): the providers' own continuous-refill token buckets
   (capacity C per minute, refilled C/60 per second), kept as a theoretical arrival time (GCRA)
   so each request reserves its place in time and learns how long to wait - fair, FIFO, no
-  polling. A provider 429 cuts the rate by a fifth (repeated ones compound), and it recovers
-  linearly over ``RECOVERY`` seconds.
+  polling. A provider 429 makes the bucket wait as long as the provider asked; a second one
+  within ``RECOVERY`` seconds also cuts the rate by a fifth (more compound), and the rate
+  recovers linearly over ``RECOVERY`` seconds.
 
 ``admit`` is all-or-nothing: when any window or budget refuses, nothing is recorded.
 """
@@ -171,12 +172,13 @@ class _Budget:
 
 
 class _Bucket:
-    __slots__ = ("factor0", "tat", "throttled_at")
+    __slots__ = ("factor0", "last_429", "tat", "throttled_at")
 
     def __init__(self, dims: int, now: float) -> None:
         self.tat = [now] * dims
         self.factor0 = 1.0
         self.throttled_at = -1e18  # never (finite: the recovery arithmetic stays a number)
+        self.last_429 = -1e18
 
     def factor(self, now: float) -> float:
         return min(1.0, self.factor0 + (1.0 - self.factor0) * (now - self.throttled_at) / RECOVERY)
@@ -307,6 +309,8 @@ class MemoryState(LimitState):
             # Never more optimistic than the provider: its level is at most `left`.
             bucket.tat[dim] = max(bucket.tat[dim], now + 60.0 - left * 60.0 / (capacity * factor))
         if throttled is not None:
-            bucket.factor0 = max(MIN_FACTOR, factor * BACKOFF)
-            bucket.throttled_at = now
+            if now - bucket.last_429 < RECOVERY:  # not a stray one: the rate really is lower
+                bucket.factor0 = max(MIN_FACTOR, factor * BACKOFF)
+                bucket.throttled_at = now
+            bucket.last_429 = now
             bucket.tat = [max(t, now + 60.0 + throttled) for t in bucket.tat]

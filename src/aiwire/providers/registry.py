@@ -16,6 +16,9 @@ _BUILTIN: dict[str, str] = {
     "azure": "aiwire.providers.openai:AzureOpenAIProvider",
     "anthropic": "aiwire.providers.anthropic:AnthropicProvider",
     "gemini": "aiwire.providers.gemini:GeminiProvider",
+    "vertex": "aiwire.providers.vertex:VertexProvider",
+    "bedrock": "aiwire.providers.bedrock:BedrockProvider",
+    "huggingface": "aiwire.providers.huggingface:HuggingFaceProvider",
 }
 _registered: dict[str, type[Provider]] = {}
 

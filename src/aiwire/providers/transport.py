@@ -12,6 +12,7 @@ aiwire's typed errors. Headers are read-only, case-insensitive mappings.
 from __future__ import annotations
 
 import contextlib
+import errno
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -194,6 +195,41 @@ class AiohttpTransport(Transport):
             )
         return cached
 
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        timeout: HttpTimeout,
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+    ) -> aiohttp.ClientResponse:
+        """Send, and read the response's head. A pooled connection the server closed while it
+        sat idle (servers such as uvicorn - vLLM's - close idle ones after 5 s) fails before any
+        answer arrives: that is retried once on a new connection. Nothing else is retried
+        here; the router decides about real failures."""
+        session = self._client()
+        for attempt in (1, 2):
+            try:
+                return await session.request(
+                    method,
+                    url,
+                    data=content,
+                    headers=headers,
+                    params=params,
+                    timeout=self._timeout(timeout),
+                    allow_redirects=False,
+                    proxy=self.proxy_for(url),
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                stale = isinstance(exc, aiohttp.ServerDisconnectedError) or exc.errno in (
+                    errno.ECONNRESET,
+                    errno.EPIPE,
+                )
+                if attempt == 2 or not stale:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def request(
         self,
         method: str,
@@ -205,17 +241,11 @@ class AiohttpTransport(Transport):
         params: Mapping[str, str] | None = None,
     ) -> Response:
         try:
-            async with self._client().request(
-                method,
-                url,
-                data=content,
-                headers=headers,
-                params=params,
-                timeout=self._timeout(timeout),
-                allow_redirects=False,
-                proxy=self.proxy_for(url),
-            ) as resp:
+            resp = await self._send(method, url, headers, timeout, content, params)
+            try:
                 return Response(resp.status, resp.headers, await resp.read())
+            finally:
+                resp.release()
         except _AIOHTTP_ERRORS as exc:
             raise _aiohttp_error(exc) from None
 
@@ -231,16 +261,7 @@ class AiohttpTransport(Transport):
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[StreamedResponse]:
         try:
-            resp = await self._client().request(
-                method,
-                url,
-                data=content,
-                headers=headers,
-                params=params,
-                timeout=self._timeout(timeout),
-                allow_redirects=False,
-                proxy=self.proxy_for(url),
-            )
+            resp = await self._send(method, url, headers, timeout, content, params)
         except _AIOHTTP_ERRORS as exc:
             raise _aiohttp_error(exc) from None
         try:

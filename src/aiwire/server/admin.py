@@ -20,6 +20,7 @@ import re
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -35,6 +36,7 @@ from aiwire.server.asgi import (
     respond,
 )
 from aiwire.server.auth import Authenticator, Principal, presented_secret
+from aiwire.store import usage
 from aiwire.store.budgets import BudgetRecord, BudgetStore, UnknownBudgetError
 from aiwire.store.keys import KeyRecord, KeyStateError, KeyStore, UnknownKeyError, check_options
 
@@ -73,6 +75,9 @@ _UPDATE_FIELDS = (
 )
 _BUDGET_FIELDS = ("scope", "scope_id", "period", "limit_usd", "soft_usd")
 _ROTATE_FIELDS = ("grace",)
+_USAGE_PARAMS = ("by", "since", "until", "format", *usage.FILTERS)
+#: The report's range when ``since`` is not given.
+_USAGE_SINCE = "7d"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 #: Far enough for any real key lifetime; keeps ``now + duration`` from overflowing datetime.
@@ -203,12 +208,14 @@ class AdminAPI:
             routes = {"GET": self._budget_list, "POST": self._budget_set}
         elif len(parts) == 2 and parts[0] == "budgets" and parts[1] and self.budgets is not None:
             routes, key_id = {"DELETE": self._budget_delete}, parts[1]
+        elif parts == ["usage"]:
+            routes = {"GET": self._usage}
         else:
             raise errors.NotFoundError(
                 f"no admin route {path}; the admin API serves: GET/POST /admin/keys, "
                 "GET/PATCH /admin/keys/{id}, POST /admin/keys/{id}/revoke, "
                 "POST /admin/keys/{id}/rotate, GET/POST /admin/budgets, "
-                "DELETE /admin/budgets/{id}",
+                "DELETE /admin/budgets/{id}, GET /admin/usage",
                 code="unknown_route",
             )
         handler = routes.get(method)
@@ -386,6 +393,47 @@ class AdminAPI:
         }
         await respond(send, 201, orjson.dumps(body), headers=_NO_STORE)
 
+    # -- usage --
+
+    async def _usage(self, scope: Scope, receive: Receive, send: Send, _: str | None) -> None:
+        """``GET /admin/usage?by=key,day&since=7d&until=...&key=...&format=json|csv``: the
+        request log's requests, errors, tokens, cost and latency per group (one GROUP BY query,
+        plus one for the totals; see :mod:`aiwire.store.usage`)."""
+        params = _query_params(scope, _USAGE_PARAMS, repeatable=("by",))
+        now = datetime.now(UTC)
+        since = _usage_time(params.get("since", _USAGE_SINCE), "since", now)
+        until = _usage_time(params["until"], "until", now) if "until" in params else now
+        fmt = params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise _bad("format", f"format must be json or csv, not {fmt!r}")
+        filters = {name: params[name] for name in usage.FILTERS if name in params}
+        # The key store's database is the gateway's one store; reports only read it.
+        database = self.keys.database
+        try:
+            by = usage.check_by(v.strip() for v in params.get("by", "key").split(",") if v.strip())
+            if not by:
+                raise usage.UsageQueryError("by", "name at least one grouping")
+            rows = await usage.usage_report(database, by, since, until, filters)
+            (total,) = await usage.usage_report(database, [], since, until, filters)
+        except usage.UsageQueryError as exc:
+            example = "; e.g. by=key or by=team,day" if exc.param == "by" else ""
+            raise _bad(exc.param, f"{exc}{example}") from None
+        records = [row.public() for row in rows]
+        if fmt == "csv":
+            text = usage.to_csv(records, usage.columns(by))
+            await respond(send, 200, text.encode(), content_type=b"text/csv; charset=utf-8")
+            return
+        body = {
+            "object": "list",
+            "by": by,
+            "since": since.astimezone(UTC).isoformat(),
+            "until": until.astimezone(UTC).isoformat(),
+            "filters": filters,
+            "data": records,
+            "totals": total.public(),
+        }
+        await respond(send, 200, orjson.dumps(body))
+
     async def _existing(self, key_id: str | None) -> KeyRecord:
         record = None if key_id is None else await self.keys.get(key_id)
         if record is None:
@@ -490,6 +538,46 @@ def _expiry(data: dict[str, Any]) -> datetime | None:
     if when <= datetime.now(UTC):
         raise _bad("expires_at", f"{expires_at} is in the past")
     return when
+
+
+def _query_params(
+    scope: Scope, allowed: tuple[str, ...], *, repeatable: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """The query string as a dict; an unknown or repeated parameter is a 400 naming it (a
+    misspelt filter silently ignored would report more than was asked for). A ``repeatable``
+    parameter given several times is joined with commas."""
+    params: dict[str, str] = {}
+    raw = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(raw, keep_blank_values=True):
+        if name not in allowed:
+            raise _bad(name, f"unknown parameter {name!r}; allowed: {', '.join(allowed)}")
+        if name in params:
+            if name not in repeatable:
+                raise _bad(name, f"{name!r} is given more than once")
+            value = f"{params[name]},{value}"
+        params[name] = value
+    return params
+
+
+def _usage_time(value: str, field: str, now: datetime) -> datetime:
+    """A report bound: a duration back from now (``7d``, ``12h``; as :func:`parse_duration`)
+    or an ISO 8601 date or time; a date is its midnight, and a time without an offset is UTC,
+    like the report's days."""
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value.strip())
+        # A time without an offset is UTC; normalising here also catches the unrepresentable.
+        return (when if when.utcoffset() is not None else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        hint = " (in a URL, write + as %2B)" if " " in value.strip() else ""
+        raise _bad(
+            field,
+            f"{value!r} is neither a duration back from now (e.g. 7d, 12h, 90m) nor an ISO "
+            f"date or time (e.g. 2030-01-31 or 2030-01-31T12:00:00Z){hint}",
+        ) from None
 
 
 async def _fail(send: Send, exc: errors.AIWireError) -> None:

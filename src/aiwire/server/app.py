@@ -21,6 +21,20 @@ from typing import Any, Protocol
 import orjson
 
 from aiwire import errors, tokens
+from aiwire.cache import (
+    HEADER,
+    HEADER_BYTES,
+    MISS,
+    CacheBackend,
+    CacheConfig,
+    Entry,
+    StreamRecorder,
+    cache_key,
+    decide,
+    key_opted_out,
+    replay,
+    scope_for,
+)
 from aiwire.limits.admission import Admission, Refused, Ticket
 from aiwire.limits.pricing import (
     DEFAULT_MAX_OUTPUT,
@@ -42,6 +56,7 @@ from aiwire.server.asgi import (
     Scope,
     Send,
     end_stream,
+    header,
     read_body,
     respond,
     start_stream,
@@ -114,6 +129,7 @@ class _AnthropicStream:
 
 
 ErrorBody = Callable[[errors.AIWireError], tuple[int, bytes, dict[str, str]]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,8 @@ class _Wire:
     internal_error: Callable[[str | None], tuple[int, bytes, dict[str, str]]]
     #: Whether this protocol is OpenAI's, so OpenAI-compatible upstreams' bytes pass through.
     passthrough: bool = False
+    #: The protocol's name in cache keys.
+    protocol: str = "openai"
 
 
 OPENAI = _Wire(
@@ -146,6 +164,7 @@ ANTHROPIC = _Wire(
     _AnthropicStream,
     anthropic_wire.error_body,
     anthropic_wire.internal_error_body,
+    protocol="anthropic",
 )
 
 
@@ -165,6 +184,9 @@ class _Outcome:
     headers: list[tuple[str, str]] = field(default_factory=list)
     ticket: Ticket | None = None
     cost: float = 0.0
+    #: The response cache: the key to store this answer under (None: not stored).
+    cache_key: str | None = None
+    cache_hit: bool = False
 
 
 class Gateway:
@@ -181,6 +203,8 @@ class Gateway:
         pricing: Pricing | None = None,
         alerts: Alerts | None = None,
         budgets: BudgetStore | None = None,
+        cache: CacheBackend | None = None,
+        cache_config: CacheConfig | None = None,
     ) -> None:
         self.router = router
         self.auth = auth
@@ -191,6 +215,8 @@ class Gateway:
         self.pricing: Pricing = pricing or NoPricing()
         self.alerts = alerts
         self.budgets = budgets
+        self.cache = cache
+        self.cache_config = cache_config or CacheConfig()
         #: The admin API under /admin/ (master key only), where the keys live.
         self.admin = (
             None
@@ -215,19 +241,26 @@ class Gateway:
             ("GET", "/health/ready"): self._ready,
         }
         router.on_attempt.append(_record_attempt)
+        self._mounts: list[tuple[str, ASGIApp]] = []
+        self._on_startup: list[Callable[[], Awaitable[None]]] = []
+        self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     # -- ASGI entry ---------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if self.admin is not None and scope["path"].startswith(ADMIN_PREFIX):
-                await self.admin(scope, receive, send)
-                return
             handler = self._routes.get((scope["method"], scope["path"]))
-            if handler is None:
-                await self._no_route(scope, send)
+            if handler is not None:
+                await handler(scope, receive, send)
                 return
-            await handler(scope, receive, send)
+            path = scope["path"]
+            mounted = self._mounted(path) if self._mounts else None
+            if mounted is not None:
+                await mounted(scope, receive, send)
+            elif self.admin is not None and path.startswith(ADMIN_PREFIX):
+                await self.admin(scope, receive, send)
+            else:
+                await self._no_route(scope, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -247,6 +280,41 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def mount(
+        self,
+        prefix: str,
+        app: ASGIApp,
+        *,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Serve every path under ``prefix`` (e.g. ``/v1/batches``) with another ASGI app (the
+        batch API, flow webhooks, ...), with its start-up/shutdown work run after the store is
+        migrated and before it is closed. Mounted paths are looked up only when no hot-path route
+        matched, so they cost the model endpoints nothing."""
+        self._mounts.append((prefix.rstrip("/"), app))
+        self._mounts.sort(key=lambda m: -len(m[0]))  # the longest prefix wins
+        self.mount_hooks(on_startup=on_startup, on_shutdown=on_shutdown)
+
+    def mount_hooks(
+        self,
+        *,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run work at start-up (after the store is migrated) and at shutdown (before the
+        request log is flushed), e.g. a component's background task."""
+        if on_startup is not None:
+            self._on_startup.append(on_startup)
+        if on_shutdown is not None:
+            self._on_shutdown.append(on_shutdown)
+
+    def _mounted(self, path: str) -> ASGIApp | None:
+        for prefix, app in self._mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                return app
+        return None
+
     async def startup(self) -> None:
         # The tokenizers (~1 s to build) load off the event loop, not on a first request.
         await asyncio.to_thread(tokens.preload)
@@ -254,6 +322,8 @@ class Gateway:
             await self.database.migrate()
         if self.writer is not None:
             self.writer.start()
+        for hook in self._on_startup:
+            await hook()
         if self.settings.freeze_gc:
             gc.collect()
             gc.freeze()
@@ -263,10 +333,17 @@ class Gateway:
 
     async def shutdown(self) -> None:
         """Called after the server stopped accepting and in-flight requests ended."""
+        for hook in reversed(self._on_shutdown):
+            try:
+                await hook()
+            except Exception:  # one component's failure must not keep the log from flushing
+                log.exception("shutdown hook failed")
         if self.writer is not None:
             await self.writer.aclose()
         if self.alerts is not None:
             await self.alerts.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
         if self.admission is not None:
             await self.admission.state.aclose()
         await self.router.aclose()
@@ -294,6 +371,17 @@ class Gateway:
         outcome = _Outcome(headers=[("x-request-id", request_id)])
         if not await self._admit(send, wire.error_body, principal, request, outcome):
             return
+        if self.cache is not None:
+            try:
+                hit = await self._cached(scope, send, wire, principal, request, outcome)
+            except errors.AIWireError as exc:  # a malformed x-aiwire-cache header
+                await self._fail(send, wire.error_body, exc, outcome.headers)
+                await self._settle(request.model, outcome)
+                return
+            if hit:
+                await self._settle(request.model, outcome)
+                self._log(request_id, principal, request, wire.endpoint, outcome, started, body)
+                return
         _attempts.set(outcome.attempts)
         if request.stream:
             work = self._stream(send, wire, request, outcome, started)
@@ -327,7 +415,11 @@ class Gateway:
             resp.provider,
         )
         outcome.finished = True
-        await respond(send, 200, wire.render(resp, request.model), headers=outcome.headers)
+        answer = wire.render(resp, request.model)
+        await respond(send, 200, answer, headers=outcome.headers)
+        if outcome.cache_key is not None and self.cache is not None:
+            ttl = self.cache_config.ttl
+            await self.cache.set(outcome.cache_key, Entry.whole(answer, usage=resp.usage, ttl=ttl))
 
     async def _stream(
         self,
@@ -356,18 +448,28 @@ class Gateway:
                 return
             outcome.ttft_ms = (time.perf_counter() - started) * 1000
             await start_stream(send, headers=outcome.headers)
+            recorder = (
+                StreamRecorder(self.cache_config.max_entry_bytes)
+                if outcome.cache_key is not None
+                else None
+            )
             try:
                 if first is not None:
                     outcome.deployment, outcome.provider = first.deployment, first.provider
                     if first.usage is not None:
                         outcome.usage = first.usage
-                    await stream_piece(send, streamer.render(first))
+                    piece = streamer.render(first)
+                    if recorder is not None:
+                        recorder.add(piece)
+                    await stream_piece(send, piece)
                     render = streamer.render
                     async for chunk in chunks:  # the per-chunk loop: keep it lean
                         if chunk.usage is not None:
                             outcome.usage = chunk.usage
                         piece = render(chunk)
                         if piece:
+                            if recorder is not None:
+                                recorder.add(piece)
                             await send(
                                 {"type": "http.response.body", "body": piece, "more_body": True}
                             )
@@ -378,7 +480,14 @@ class Gateway:
                 await end_stream(send, streamer.error(exc))
                 return
             outcome.finished = True
-            await end_stream(send, streamer.end())
+            last = streamer.end()
+            await end_stream(send, last)
+            if recorder is not None and self.cache is not None and outcome.cache_key is not None:
+                recorder.add(last)
+                ttl = self.cache_config.ttl
+                entry = recorder.entry(usage=outcome.usage, ttl=ttl)
+                if entry is not None:
+                    await self.cache.set(outcome.cache_key, entry)
         finally:
             await chunks.aclose()
 
@@ -444,7 +553,7 @@ class Gateway:
 
     async def _no_route(self, scope: Scope, send: Send) -> None:
         path = scope["path"]
-        known = sorted({p for _, p in self._routes})
+        known = sorted({p for _, p in self._routes} | {f"{p}/..." for p, _ in self._mounts})
         wrong_method = any(p == path for _, p in self._routes)
         status = 405 if wrong_method else 404
         message = (
@@ -478,6 +587,48 @@ class Gateway:
             out += extra
         await respond(send, status, body, headers=out)
         return status
+
+    # -- the response cache ---------------------------------------------------------------
+
+    async def _cached(
+        self,
+        scope: Scope,
+        send: Send,
+        wire: _Wire,
+        principal: Principal,
+        request: ChatRequest,
+        outcome: _Outcome,
+    ) -> bool:
+        """Answer from the cache if this request's answer is there (True), else mark the
+        request's answer for storing (when it may be stored)."""
+        assert self.cache is not None
+        cfg = self.cache_config
+        record = principal.record
+        decision = decide(
+            request,
+            cfg.mode,
+            header(scope, HEADER_BYTES),
+            opted_out=key_opted_out(record.options if record is not None else None),
+        )
+        if not decision.store:
+            return False
+        team = record.team if record is not None else None
+        key = cache_key(
+            scope_for(cfg.scope, principal.key_id, team),
+            wire.protocol,
+            request,
+            bool(request.stream),
+        )
+        if decision.lookup:
+            entry = await self.cache.get(key)
+            if entry is not None:
+                outcome.finished = outcome.cache_hit = True
+                outcome.usage = entry.usage
+                await replay(send, entry, headers=outcome.headers)
+                return True
+        outcome.cache_key = key
+        outcome.headers.append((HEADER, MISS))
+        return False
 
     # -- admission: key limits and budgets ------------------------------------------------
 
@@ -548,6 +699,9 @@ class Gateway:
             # It reached a provider and ended without a usage report (client gone, stream
             # cut): count what it may have cost rather than nothing.
             outcome.cost = outcome.ticket.reserved_usd
+        if outcome.cache_hit:
+            outcome.cost = 0.0
+            usage = Usage.of(0, 0)  # a hit uses no provider tokens
         if self.admission is not None and outcome.ticket is not None:
             tokens = usage.total_tokens if usage is not None else None
             try:
@@ -565,10 +719,10 @@ class Gateway:
         started: float,
         body: bytes | None,
     ) -> None:
-        if self.writer is None or not outcome.attempts:
-            return  # nothing reached a provider: no usage row
+        if self.writer is None or not (outcome.attempts or outcome.cache_hit):
+            return  # nothing reached a provider and nothing was served: no usage row
         usage = outcome.usage
-        last = outcome.attempts[-1]
+        last = outcome.attempts[-1] if outcome.attempts else None
         self.writer.submit(
             RequestLogRow(
                 request_id=request_id,
@@ -576,7 +730,7 @@ class Gateway:
                 endpoint=endpoint,
                 status=outcome.status,
                 key_id=principal.key_id,
-                deployment=outcome.deployment or last.deployment,
+                deployment=outcome.deployment or (last.deployment if last else None),
                 provider=outcome.provider,
                 error_type=outcome.error,
                 input_tokens=usage.input_tokens if usage else 0,
@@ -584,12 +738,13 @@ class Gateway:
                 cached_tokens=usage.cached_input_tokens if usage else 0,
                 latency_ms=(time.perf_counter() - started) * 1000,
                 ttft_ms=outcome.ttft_ms,
-                retries=len(outcome.attempts) - 1,
-                fallback=last.fallback,
+                retries=max(0, len(outcome.attempts) - 1),
+                fallback=last.fallback if last else False,
                 stream=bool(getattr(request, "stream", False)),
                 prompt=_content(body) if self.settings.store_content else None,
                 team=principal.record.team if principal.record is not None else None,
                 cost_usd=outcome.cost,
+                cache_hit=outcome.cache_hit,
             )
         )
 

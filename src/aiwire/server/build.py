@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aiwire.cache import open_cache
 from aiwire.config import Config
 from aiwire.limits.admission import Admission, BudgetBook
+from aiwire.limits.health import HealthSync
 from aiwire.limits.pricing import CatalogPricing, Pricing
+from aiwire.limits.redis_state import RedisState
 from aiwire.limits.state import LimitState, MemoryState
 from aiwire.observability.alerts import Alerts, Claim
 from aiwire.router import Router
@@ -36,8 +39,6 @@ def limit_state(config: Config) -> tuple[LimitState, Claim | None]:
     url = config.server.redis_url()
     if url is None:
         return MemoryState(), None
-    from aiwire.limits.redis_state import RedisState
-
     state = RedisState(url)
 
     async def claim(name: str, seconds: float) -> bool:
@@ -79,6 +80,14 @@ def build_gateway(
     router = Router.from_config(config, state=state)
     if pricing is None and router.catalog is not None:
         pricing = CatalogPricing(router.catalog)
+    health = None
+    if isinstance(state, RedisState):
+        health = HealthSync(router, state.redis)
+    cache = open_cache(
+        config.cache,
+        database=database,
+        redis_client=state.redis if isinstance(state, RedisState) else None,
+    )
     gateway = Gateway(
         router,
         auth,
@@ -90,5 +99,13 @@ def build_gateway(
         pricing=pricing,
         alerts=alerts,
         budgets=budgets,
+        cache=cache,
+        cache_config=config.cache,
     )
+    if health is not None:
+
+        async def start_health() -> None:
+            health.start()
+
+        gateway.mount_hooks(on_startup=start_health, on_shutdown=health.aclose)
     return GatewayParts(gateway, database, keys, writer, budgets, state, alerts)

@@ -1,5 +1,6 @@
-"""The simulator ASGI app: OpenAI (/v1, /openai/deployments), Anthropic (/v1/messages) and
-Gemini (/v1beta/models, /v1/models/…:method) on one server."""
+"""The simulator ASGI app: OpenAI (/v1, /openai/deployments), Anthropic (/v1/messages),
+Gemini (/v1beta/models, /v1/models/…:method; Vertex AI's /v1/projects/…/models/…:method),
+Bedrock (/model/{modelId}/converse…) and TGI (/generate, /generate_stream) on one server."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from aiwire.simulator import anthropic_api, gemini_api, openai_api
+from aiwire.simulator import anthropic_api, bedrock_api, gemini_api, openai_api, tgi_api, vertex_api
 from aiwire.simulator.config import SimulatorConfig
 from aiwire.simulator.gate import SimState
 from aiwire.simulator.wire import RAW_SEND_KEY
@@ -90,6 +91,16 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         Route("/v1/models/{rest:path}", v1_models_rest, methods=["GET", "POST"]),
         Route("/v1beta/models", gemini_api.gemini_models, methods=["GET"]),
         Route("/v1beta/models/{rest:path}", gemini_api.gemini_models, methods=["GET", "POST"]),
+        Route(vertex_api.MODELS_PATH, vertex_api.models, methods=["GET", "POST"]),
+        Route("/token", vertex_api.token, methods=["POST"]),
+        Route("/model/{model_id:path}/converse", bedrock_api.converse, methods=["POST"]),
+        Route(
+            "/model/{model_id:path}/converse-stream", bedrock_api.converse_stream, methods=["POST"]
+        ),
+        Route("/model/{model_id:path}/invoke", bedrock_api.invoke, methods=["POST"]),
+        Route("/model/{rest:path}", bedrock_api.not_found, methods=_METHODS),
+        Route("/generate", tgi_api.generate_text, methods=["POST"]),
+        Route("/generate_stream", tgi_api.generate_stream, methods=["POST"]),
         Route("/{path:path}", not_found, methods=_METHODS),
     ]
     app = SimulatorApp(routes=routes)

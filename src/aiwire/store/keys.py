@@ -234,6 +234,10 @@ class KeyStore:
         self._db = database
         self._clock = clock
 
+    @property
+    def database(self) -> Database:
+        return self._db
+
     async def create(
         self,
         name: str,

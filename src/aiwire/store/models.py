@@ -200,3 +200,18 @@ class AuditLog(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_audit_log_ts", "ts"),)
+
+
+class CachedResponse(Base):
+    """One response-cache entry (:class:`aiwire.cache.SQLCache`): ``key`` is the SHA-256 hex
+    of the canonical request, ``value`` the serialised entry (what the client got). Rows past
+    ``expires_at`` are never served and are deleted on read and by ``purge()``."""
+
+    __tablename__ = "response_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes]  # LargeBinary: BLOB on SQLite, BYTEA on PostgreSQL
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_response_cache_expires_at", "expires_at"),)
