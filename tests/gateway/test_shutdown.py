@@ -73,11 +73,16 @@ async def one(client: httpx.AsyncClient, url: str, i: int) -> str:
         return f"transport error {type(exc).__name__}"
 
 
-async def fire(url: str, n: int, proc: subprocess.Popen[bytes]) -> list[str]:
+async def fire(url: str, n: int, proc: subprocess.Popen[bytes], sim: SimulatorServer) -> list[str]:
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         tasks = [asyncio.create_task(one(client, url, i)) for i in range(n)]
-        await asyncio.sleep(0.6)  # every request is in flight (answers take >= 1 s)
+        # SIGTERM once every request has reached the upstream (so all are in flight at the
+        # gateway; answers take >= 1 s): however slow this machine is at the moment.
+        deadline = time.monotonic() + 20
+        counts = sim.app.sim.limiter.counts  # type: ignore[attr-defined]
+        while sum(counts.values()) < n and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # (the counter lives in another thread: poll it)
         proc.send_signal(signal.SIGTERM)
         return await asyncio.gather(*tasks)
 
@@ -108,7 +113,7 @@ def test_sigterm_with_200_requests_in_flight(tmp_path: Path) -> None:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
                 assert time.monotonic() < deadline, "gateway did not start"
                 time.sleep(0.1)
-            results = asyncio.run(fire(url, 200, proc))
+            results = asyncio.run(fire(url, 200, proc, sim))
             code = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:

@@ -125,10 +125,15 @@ class Pacer:
             corrections.append((1, limits.tpm * SAFETY, used_tokens - slot.tokens))
         remaining = []
         if ratelimit is not None:
+            # The provider counted at our send time and rounds down; one unit of slack keeps
+            # our own requests' latency from being charged twice (only another user of the
+            # account, taking more, pulls the bucket down).
             if limits.rpm is not None and ratelimit.remaining_requests is not None:
-                remaining.append((0, limits.rpm * SAFETY, float(ratelimit.remaining_requests)))
+                left = ratelimit.remaining_requests + 1.0
+                remaining.append((0, limits.rpm * SAFETY, left))
             if limits.tpm is not None and ratelimit.remaining_tokens is not None:
-                remaining.append((1, limits.tpm * SAFETY, float(ratelimit.remaining_tokens)))
+                left = ratelimit.remaining_tokens + 1.0
+                remaining.append((1, limits.tpm * SAFETY, left))
         if not corrections and not remaining and throttled is None:
             return
         task = asyncio.get_running_loop().create_task(

@@ -102,6 +102,17 @@ class GatewaySettings:
     freeze_gc: bool = False
 
 
+class AuthGuard(Protocol):
+    """Slows and blocks clients that keep presenting bad keys (see the hardening module)."""
+
+    def check(self, scope: Scope) -> None:
+        """Raise (e.g. a 429 RateLimitError) if this client is blocked right now."""
+
+    def failed(self, scope: Scope) -> None: ...
+
+    def succeeded(self, scope: Scope) -> None: ...
+
+
 class _Streamer(Protocol):
     def render(self, chunk: Any) -> bytes: ...
     def end(self) -> bytes: ...
@@ -241,6 +252,13 @@ class Gateway:
             ("GET", "/health/ready"): self._ready,
         }
         router.on_attempt.append(_record_attempt)
+        #: Called with every finished request's log row, whether or not it reached a provider
+        #: (metrics, alerts); rows of refused requests are not written to the store.
+        self.observers: list[Callable[[RequestLogRow], None]] = []
+        #: Consulted before and told after every authentication (repeated-failure throttling).
+        self.auth_guard: AuthGuard | None = None
+        #: Requests being answered right now (a gauge for metrics).
+        self.inflight = 0
         self._mounts: list[tuple[str, ASGIApp]] = []
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
@@ -370,7 +388,27 @@ class Gateway:
             return
         outcome = _Outcome(headers=[("x-request-id", request_id)])
         if not await self._admit(send, wire.error_body, principal, request, outcome):
+            self._log(request_id, principal, request, wire.endpoint, outcome, started, body)
             return
+        self.inflight += 1
+        try:
+            await self._answer(scope, receive, send, wire, principal, request, outcome, started)
+        finally:
+            self.inflight -= 1
+        self._log(request_id, principal, request, wire.endpoint, outcome, started, body)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        wire: _Wire,
+        principal: Principal,
+        request: ChatRequest,
+        outcome: _Outcome,
+        started: float,
+    ) -> None:
+        """From the cache, or through the router; the outcome records what happened."""
         if self.cache is not None:
             try:
                 hit = await self._cached(scope, send, wire, principal, request, outcome)
@@ -380,7 +418,6 @@ class Gateway:
                 return
             if hit:
                 await self._settle(request.model, outcome)
-                self._log(request_id, principal, request, wire.endpoint, outcome, started, body)
                 return
         _attempts.set(outcome.attempts)
         if request.stream:
@@ -393,7 +430,6 @@ class Gateway:
                 outcome.status, outcome.error = 499, "client_disconnected"
         finally:
             await self._settle(request.model, outcome)
-        self._log(request_id, principal, request, wire.endpoint, outcome, started, body)
 
     async def _whole(
         self, send: Send, wire: _Wire, request: ChatRequest, outcome: _Outcome
@@ -568,7 +604,17 @@ class Gateway:
     # -- helpers ------------------------------------------------------------------------------
 
     async def _principal(self, scope: Scope) -> Principal:
-        return await self.auth.authenticate(presented_secret(scope["headers"]))
+        guard = self.auth_guard
+        if guard is None:
+            return await self.auth.authenticate(presented_secret(scope["headers"]))
+        guard.check(scope)
+        try:
+            principal = await self.auth.authenticate(presented_secret(scope["headers"]))
+        except errors.AuthenticationError:
+            guard.failed(scope)
+            raise
+        guard.succeeded(scope)
+        return principal
 
     async def _fail(
         self,
@@ -658,7 +704,8 @@ class Gateway:
                 max_cost=lambda i, o: self._max_cost(request.model, i, o),
             )
         except Refused as exc:
-            await self._fail(send, shape, exc, [*outcome.headers, *exc.headers])
+            outcome.status = await self._fail(send, shape, exc, [*outcome.headers, *exc.headers])
+            outcome.error = exc.code or type(exc).__name__
             return False
         if outcome.ticket is not None:
             outcome.headers += outcome.ticket.headers
@@ -719,34 +766,41 @@ class Gateway:
         started: float,
         body: bytes | None,
     ) -> None:
-        if self.writer is None or not (outcome.attempts or outcome.cache_hit):
-            return  # nothing reached a provider and nothing was served: no usage row
+        reached = bool(outcome.attempts) or outcome.cache_hit
+        write = self.writer is not None and reached  # a usage row only if a provider was reached
+        if not (write or self.observers):
+            return
         usage = outcome.usage
         last = outcome.attempts[-1] if outcome.attempts else None
-        self.writer.submit(
-            RequestLogRow(
-                request_id=request_id,
-                model=request.model,
-                endpoint=endpoint,
-                status=outcome.status,
-                key_id=principal.key_id,
-                deployment=outcome.deployment or (last.deployment if last else None),
-                provider=outcome.provider,
-                error_type=outcome.error,
-                input_tokens=usage.input_tokens if usage else 0,
-                output_tokens=usage.output_tokens if usage else 0,
-                cached_tokens=usage.cached_input_tokens if usage else 0,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                ttft_ms=outcome.ttft_ms,
-                retries=max(0, len(outcome.attempts) - 1),
-                fallback=last.fallback if last else False,
-                stream=bool(getattr(request, "stream", False)),
-                prompt=_content(body) if self.settings.store_content else None,
-                team=principal.record.team if principal.record is not None else None,
-                cost_usd=outcome.cost,
-                cache_hit=outcome.cache_hit,
-            )
+        row = RequestLogRow(
+            request_id=request_id,
+            model=request.model,
+            endpoint=endpoint,
+            status=outcome.status,
+            key_id=principal.key_id,
+            deployment=outcome.deployment or (last.deployment if last else None),
+            provider=outcome.provider,
+            error_type=outcome.error,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cached_tokens=usage.cached_input_tokens if usage else 0,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ttft_ms=outcome.ttft_ms,
+            retries=max(0, len(outcome.attempts) - 1),
+            fallback=last.fallback if last else False,
+            stream=bool(getattr(request, "stream", False)),
+            prompt=_content(body) if self.settings.store_content else None,
+            team=principal.record.team if principal.record is not None else None,
+            cost_usd=outcome.cost,
+            cache_hit=outcome.cache_hit,
         )
+        if write:
+            self.writer.submit(row)  # type: ignore[union-attr]
+        for observe in self.observers:
+            try:
+                observe(row)
+            except Exception:  # an observer (metrics, alerts) must never break a request
+                log.exception("request observer failed")
 
 
 def _record_attempt(event: AttemptEvent) -> None:
