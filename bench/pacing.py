@@ -100,7 +100,9 @@ def main() -> None:
     print(f"  achieved {100 * rate:.1f} % of the allowed rate")
     print(f"  upstream calls: {upstream}, answered 429: {refused} ({100 * share_429:.2f} %)")
     target = rate >= 0.95 and share_429 < 0.01 and ok == args.requests
-    print(f"  target (>= 95 % of the rate, < 1 % 429s, all complete): {'PASS' if target else 'FAIL'}")
+    print(
+        f"  target (>= 95 % of the rate, < 1 % 429s, all complete): {'PASS' if target else 'FAIL'}"
+    )
     sys.exit(0 if target else 1)
 
 

@@ -109,7 +109,9 @@ async def test_pacing_tokens_and_provider_feedback(state: LimitState, clock: Clo
     assert await state.pace("d:2", dims, max_wait=60) == pytest.approx(23.4)
 
 
-async def test_a_provider_429_slows_the_rate_then_it_recovers(state: LimitState, clock: Clock) -> None:
+async def test_a_provider_429_slows_the_rate_then_it_recovers(
+    state: LimitState, clock: Clock
+) -> None:
     dims = [PaceCheck(600, 1)]
     assert await state.pace("d:3", dims, max_wait=60) == 0.0
     await state.pace_feedback("d:3", throttled=2.0)  # a stray 429: wait as asked, same rate

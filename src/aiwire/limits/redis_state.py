@@ -263,9 +263,9 @@ class RedisState(LimitState):
         self._settle = self._redis.register_script(_SETTLE)
         self._pace = self._redis.register_script(_PACE.replace("{recovery}", fill["recovery"]))
         self._feedback = self._redis.register_script(
-            _FEEDBACK.replace("{recovery}", fill["recovery"]).replace(
-                "{min_factor}", fill["min_factor"]
-            ).replace("{backoff}", repr(BACKOFF))
+            _FEEDBACK.replace("{recovery}", fill["recovery"])
+            .replace("{min_factor}", fill["min_factor"])
+            .replace("{backoff}", repr(BACKOFF))
         )
 
     @property
