@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aiwire.cache.config import CacheConfig
 from aiwire.catalog import CatalogConfig
 from aiwire.errors import ConfigError
+from aiwire.guardrails.gateway import GuardrailsConfig
 from aiwire.observability.alerts import AlertsConfig
 from aiwire.secrets import Secret, is_reference, resolve
 
@@ -200,6 +201,8 @@ class Config(_Strict):
     catalog: CatalogConfig = Field(default_factory=lambda: CatalogConfig({}))
     #: The response cache: backend (memory, sql, redis, off), which requests, TTL, scope.
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    #: PII masking or blocking, and content-policy hooks, before requests leave.
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
 
     def model_post_init(self, context: Any) -> None:
         for i, dep in enumerate(self.models):

@@ -38,7 +38,7 @@ from aiwire.types import (
 TOKEN = re.compile(r"<[A-Z][A-Z0-9_]*_[0-9]+>")
 _RAW_TOKEN = re.compile(rb"(?:<|\\u003[cC])([A-Z][A-Z0-9_]*_[0-9]+)(?:>|\\u003[eE])")
 
-_Result = TypeVar("_Result", ChatResponse, RawChatResponse)
+_Result = TypeVar("_Result", ChatResponse, RawChatResponse, ChatResponse | RawChatResponse)
 
 
 def _json_escaped(value: str) -> str:

@@ -35,6 +35,8 @@ from aiwire.cache import (
     replay,
     scope_for,
 )
+from aiwire.guardrails.gateway import Guardrails
+from aiwire.guardrails.restore import Vault
 from aiwire.limits.admission import Admission, Refused, Ticket
 from aiwire.limits.pricing import (
     DEFAULT_MAX_OUTPUT,
@@ -198,6 +200,9 @@ class _Outcome:
     #: The response cache: the key to store this answer under (None: not stored).
     cache_key: str | None = None
     cache_hit: bool = False
+    #: Personal data was masked in the request; ``vault`` puts it back into the answer.
+    masked: bool = False
+    vault: Vault | None = None
 
 
 class Gateway:
@@ -216,6 +221,7 @@ class Gateway:
         budgets: BudgetStore | None = None,
         cache: CacheBackend | None = None,
         cache_config: CacheConfig | None = None,
+        guardrails: Guardrails | None = None,
     ) -> None:
         self.router = router
         self.auth = auth
@@ -228,6 +234,7 @@ class Gateway:
         self.budgets = budgets
         self.cache = cache
         self.cache_config = cache_config or CacheConfig()
+        self.guardrails = guardrails
         #: The admin API under /admin/ (master key only), where the keys live.
         self.admin = (
             None
@@ -409,7 +416,19 @@ class Gateway:
         started: float,
     ) -> None:
         """From the cache, or through the router; the outcome records what happened."""
-        if self.cache is not None:
+        if self.guardrails is not None:
+            try:
+                request, redaction = await self.guardrails.before(principal.record, request)
+            except errors.AIWireError as exc:  # pii_detected, content_policy
+                outcome.finished = True
+                outcome.status = await self._fail(send, wire.error_body, exc, outcome.headers)
+                outcome.error = exc.code or type(exc).__name__
+                await self._settle(request.model, outcome)
+                return
+            if redaction is not None:
+                outcome.vault = redaction.vault
+                outcome.masked = True
+        if self.cache is not None and not outcome.masked:  # answers with personal data: never
             try:
                 hit = await self._cached(scope, send, wire, principal, request, outcome)
             except errors.AIWireError as exc:  # a malformed x-aiwire-cache header
@@ -450,6 +469,16 @@ class Gateway:
             resp.deployment,
             resp.provider,
         )
+        if outcome.vault is not None:
+            resp = outcome.vault.restore(resp)
+        if self.guardrails is not None and self.guardrails.hooks.checks_responses:
+            try:
+                await self.guardrails.hooks.check_response(request, resp)
+            except errors.AIWireError as exc:
+                outcome.finished = True
+                outcome.status = await self._fail(send, wire.error_body, exc, outcome.headers)
+                outcome.error = exc.code or type(exc).__name__
+                return
         outcome.finished = True
         answer = wire.render(resp, request.model)
         await respond(send, 200, answer, headers=outcome.headers)
@@ -489,11 +518,14 @@ class Gateway:
                 if outcome.cache_key is not None
                 else None
             )
+            restorer = outcome.vault.stream() if outcome.vault is not None else None
             try:
                 if first is not None:
                     outcome.deployment, outcome.provider = first.deployment, first.provider
                     if first.usage is not None:
                         outcome.usage = first.usage
+                    if restorer is not None:
+                        first = restorer(first)
                     piece = streamer.render(first)
                     if recorder is not None:
                         recorder.add(piece)
@@ -502,6 +534,8 @@ class Gateway:
                     async for chunk in chunks:  # the per-chunk loop: keep it lean
                         if chunk.usage is not None:
                             outcome.usage = chunk.usage
+                        if restorer is not None:
+                            chunk = restorer(chunk)
                         piece = render(chunk)
                         if piece:
                             if recorder is not None:
@@ -515,6 +549,9 @@ class Gateway:
                 outcome.finished = True
                 await end_stream(send, streamer.error(exc))
                 return
+            if restorer is not None and (held := restorer.leftover()):
+                # text held back in case it was the start of a placeholder: it was not
+                await stream_piece(send, streamer.render(_text_chunk(first, held)))
             outcome.finished = True
             last = streamer.end()
             await end_stream(send, last)
@@ -807,6 +844,15 @@ def _record_attempt(event: AttemptEvent) -> None:
     attempts = _attempts.get()
     if attempts is not None:
         attempts.append(event)
+
+
+def _text_chunk(like: ChatChunk | RawChunk | None, text: str) -> ChatChunk:
+    """A canonical chunk carrying ``text`` (for the end of a stream whose PII restorer held
+    some back)."""
+    model = getattr(like, "model", None) or ""
+    return ChatChunk.model_validate(
+        {"id": new_id(), "model": model, "choices": [{"index": 0, "delta": {"content": text}}]}
+    )
 
 
 def _too_large(exc: BodyTooLarge) -> errors.BadRequestError:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiwire.cache import open_cache
 from aiwire.config import Config
+from aiwire.guardrails.gateway import Guardrails
 from aiwire.limits.admission import Admission, BudgetBook
 from aiwire.limits.health import HealthSync
 from aiwire.limits.pricing import CatalogPricing, Pricing
@@ -101,6 +102,7 @@ def build_gateway(
         budgets=budgets,
         cache=cache,
         cache_config=config.cache,
+        guardrails=Guardrails(config.guardrails),
     )
     if health is not None:
 
