@@ -28,6 +28,8 @@ from aiwire.simulator import SimulatorConfig, SimulatorServer
 pytestmark = pytest.mark.services
 
 MASTER = "sk-aiwire-cluster-test-0123456789"
+#: How soon a budget set on one replica applies on the others (BudgetBook's refresh).
+BUDGET_REFRESH = 2.0
 
 
 def free_port() -> int:
@@ -171,3 +173,50 @@ def test_three_replicas_hold_one_keys_120_rpm(cluster: Cluster) -> None:
     assert set(in_window) <= {200, 429}, set(in_window)
     assert len(in_window) > 600  # the load was far above the limit, on every replica
     assert 114 <= admitted <= 126, admitted  # 120 ± 5 % in the minute
+
+
+def test_three_replicas_share_one_budget(cluster: Cluster) -> None:
+    """100 concurrent requests spread over the replicas against a budget that fits 10: the
+    spend ends no higher than the budget plus one request's largest possible cost."""
+    from aiwire import catalog
+    from aiwire.types import Usage
+
+    created = cluster.admin.post("/keys", json={"name": "budget-test"})
+    key_id, key = created.json()["id"], created.json()["key"]
+    probe = httpx.post(
+        f"{cluster.urls[1]}/v1/chat/completions",
+        json=body(),
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    ).json()["usage"]
+    cat = catalog.load()
+    cost = cat.cost("gpt-4o-mini", Usage.of(probe["prompt_tokens"], probe["completion_tokens"]))
+    limit = 11 * cost  # the probe already spent one
+    budget = cluster.admin.post(
+        "/budgets",
+        json={"scope": "key", "scope_id": key_id, "period": "total", "limit_usd": limit},
+    )
+    assert budget.status_code == 200, budget.text
+    time.sleep(BUDGET_REFRESH + 0.5)  # the other replicas learn of the new budget within this
+
+    async def fire() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def one(i: int) -> int:
+                r = await client.post(
+                    f"{cluster.urls[i % 3]}/v1/chat/completions",
+                    json=body(),
+                    headers={"authorization": f"Bearer {key}"},
+                )
+                return r.status_code
+
+            return await asyncio.gather(*(one(i) for i in range(100)))
+
+    codes = asyncio.run(fire())
+    assert set(codes) <= {200, 429}
+    time.sleep(1.5)  # settled spend is counted in Redis at once; give the log writers a moment
+    listed = cluster.admin.get("/budgets").json()["data"]
+    spent = next(b["spent_usd"] for b in listed if b["id"] == budget.json()["id"])
+    max_cost = cat.max_cost("gpt-4o-mini", 200, 20)  # a generous input estimate + max_tokens
+    assert spent <= limit + max_cost, (spent, limit, codes.count(200))
+    assert 4 <= codes.count(200) <= 10, codes.count(200)

@@ -64,7 +64,7 @@ class BudgetBook:
     within that bound) and at once after a change on this one (:meth:`invalidate`).
     """
 
-    def __init__(self, store: BudgetStore, *, refresh: float = 5.0) -> None:
+    def __init__(self, store: BudgetStore, *, refresh: float = 2.0) -> None:
         self._store = store
         self.refresh = refresh
         self._budgets: list[BudgetRecord] = []
