@@ -30,6 +30,9 @@ def test_demo_runs_offline_and_shows_every_part() -> None:
         "A fallback",
         "Embeddings",
         "The gateway",
+        "Cost control",
+        "Cache and privacy",
+        "Usage report",
     ):
         assert part in out
     assert "get_weather" in out and "Oslo" in out and "Paris" in out
@@ -40,7 +43,11 @@ def test_demo_runs_offline_and_shows_every_part() -> None:
     assert "Anthropic protocol → GPT model: 200" in out
     assert "out of scope (sim-gemini): 403" in out
     assert "a client choosing the upstream: 400" in out
-    assert "request log holds 2 rows" in out
+    assert "key limited to 2 requests/minute: 200, 200, 429" in out
+    assert "budget exceeded" in out
+    assert "x-aiwire-cache miss then hit" in out
+    assert "<EMAIL_1>" in out and "anna.berg@northwind.test or" not in out
+    assert "request log holds 9 rows" in out
 
 
 def test_chat_streams_with_the_simulator() -> None:

@@ -17,6 +17,8 @@ from rich.table import Table
 
 from aiwire.client import AsyncClient
 from aiwire.config import Config, DeploymentConfig, ProviderConfig, simulator_config
+from aiwire.demo_common import short, step
+from aiwire.demo_gateway import gateway_tour
 from aiwire.router import AttemptEvent
 from aiwire.secrets import Secret
 from aiwire.simulator import SimulatorConfig, SimulatorServer
@@ -83,17 +85,13 @@ def run_demo(console: Console, *, fast: bool = False) -> None:
             )
         )
         asyncio.run(_tour(console, demo_config(sim.url)))
-        _gateway(console, sim.url)
+        gateway_tour(console, sim.url)
     console.print(
         f"\n[bold green]Done in {time.perf_counter() - started:.1f}s.[/] Next: "
         '[cyan]aiwire chat "hello" -m sim-claude --simulator[/], '
         "[cyan]aiwire models --simulator[/], [cyan]aiwire capabilities[/], "
         "[cyan]aiwire simulate --port 8787[/]."
     )
-
-
-def _step(console: Console, n: int, title: str, what: str) -> None:
-    console.print(f"\n[bold cyan]{n}. {title}[/]  [dim]{what}[/]")
 
 
 async def _tour(console: Console, cfg: Config) -> None:
@@ -110,7 +108,7 @@ async def _tour(console: Console, cfg: Config) -> None:
 
 
 async def _one_format(console: Console, client: AsyncClient) -> None:
-    _step(console, 1, "One request format", "the same call, three provider protocols")
+    step(console, 1, "One request format", "the same call, three provider protocols")
     table = Table(show_header=True, header_style="bold")
     for col in ("model", "protocol", "answer", "tokens in/out", "ms"):
         table.add_column(col)
@@ -122,12 +120,12 @@ async def _one_format(console: Console, client: AsyncClient) -> None:
         u = resp.usage
         protocol = client.router.deployments(model)[0].provider.type
         tokens = f"{u.input_tokens}/{u.output_tokens}" if u else "-"
-        table.add_row(model, protocol, _short(resp.text, 60), tokens, f"{ms:.0f}")
+        table.add_row(model, protocol, short(resp.text, 60), tokens, f"{ms:.0f}")
     console.print(table)
 
 
 async def _streaming(console: Console, client: AsyncClient) -> None:
-    _step(console, 2, "Streaming", "chunks arrive as the model writes (Anthropic protocol)")
+    step(console, 2, "Streaming", "chunks arrive as the model writes (Anthropic protocol)")
     t0 = time.perf_counter()
     first: float | None = None
     console.print("  ", end="")
@@ -142,7 +140,7 @@ async def _streaming(console: Console, client: AsyncClient) -> None:
 
 
 async def _tools(console: Console, client: AsyncClient) -> None:
-    _step(console, 3, "Tool calls", "the model asks for two calls in parallel (Gemini protocol)")
+    step(console, 3, "Tool calls", "the model asks for two calls in parallel (Gemini protocol)")
     messages: list[dict[str, object]] = [
         {"role": "user", "content": "What is the weather in Oslo and Paris?"}
     ]
@@ -159,11 +157,11 @@ async def _tools(console: Console, client: AsyncClient) -> None:
             {"role": "tool", "tool_call_id": c.id, "content": orjson.dumps(result).decode()}
         )
     final = await client.chat("sim-gemini", messages, tools=[WEATHER_TOOL])
-    console.print(f"  model: {_short(final.text, 100)}")
+    console.print(f"  model: {short(final.text, 100)}")
 
 
 async def _extract(console: Console, client: AsyncClient) -> None:
-    _step(
+    step(
         console,
         4,
         "Structured extraction",
@@ -175,19 +173,19 @@ async def _extract(console: Console, client: AsyncClient) -> None:
 
 
 async def _retry(console: Console, client: AsyncClient, events: list[AttemptEvent]) -> None:
-    _step(console, 5, "A 429, retried", "the provider says 'retry after 1s'; the router waits")
+    step(console, 5, "A 429, retried", "the provider says 'retry after 1s'; the router waits")
     events.clear()
     resp = await client.chat("busy-gpt", "Hello?")
     _narrate(console, events)
-    console.print(f"  answer: {_short(resp.text, 70)}")
+    console.print(f"  answer: {short(resp.text, 70)}")
 
 
 async def _fallback(console: Console, client: AsyncClient, events: list[AttemptEvent]) -> None:
-    _step(console, 6, "A fallback", "primary-gpt is down (503); Claude answers instead")
+    step(console, 6, "A fallback", "primary-gpt is down (503); Claude answers instead")
     events.clear()
     resp = await client.chat("primary-gpt", "Hello?")
     _narrate(console, events)
-    console.print(f"  answered by [bold]{resp.deployment}[/]: {_short(resp.text, 50)}")
+    console.print(f"  answered by [bold]{resp.deployment}[/]: {short(resp.text, 50)}")
     down = client.router.deployments("primary-gpt")[0]
     console.print(
         f"  circuit breaker: {down.id} is now [bold]{down.state(time.monotonic())}[/] for "
@@ -200,7 +198,7 @@ async def _fallback(console: Console, client: AsyncClient, events: list[AttemptE
 
 
 async def _embeddings(console: Console, client: AsyncClient) -> None:
-    _step(console, 7, "Embeddings", "vectors for search and classification")
+    step(console, 7, "Embeddings", "vectors for search and classification")
     texts = ["refund my order", "I want my money back", "reset my password"]
     resp = await client.embed("sim-embed", texts)
     v = resp.vectors
@@ -225,87 +223,3 @@ def _narrate(console: Console, events: list[AttemptEvent]) -> None:
 def _cos(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) or 1.0)
-
-
-def _short(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _gateway(console: Console, sim_url: str) -> None:
-    """Step 8: the same models behind the gateway, reached by plain HTTP in both protocols."""
-    import sqlite3
-    import tempfile
-
-    import httpx
-
-    from aiwire.server.build import build_gateway
-    from aiwire.serving import BackgroundServer
-
-    _step(console, 8, "The gateway", "provider keys stay on the server; apps get scoped aiw- keys")
-    master = "sk-aiwire-demo-" + uuid.uuid4().hex
-    with tempfile.TemporaryDirectory() as tmp:
-        store = f"{tmp}/aiwire.db"
-        parts = build_gateway(
-            simulator_config(sim_url), store_url=f"sqlite:///{store}", master_key=Secret(master)
-        )
-        with BackgroundServer(parts.gateway, lifespan="on") as gw, httpx.Client() as http:
-            created = http.post(
-                f"{gw.url}/admin/keys",
-                json={"name": "demo-app", "models": ["sim-gpt", "sim-claude"]},
-                headers={"authorization": f"Bearer {master}"},
-            ).json()
-            key = created["key"]
-            console.print(
-                f"  admin created key {created['key_prefix']}… for [bold]demo-app[/], "
-                "scoped to sim-gpt and sim-claude (the secret is shown once)"
-            )
-            r = http.post(
-                f"{gw.url}/v1/chat/completions",
-                json={"model": "sim-claude", "messages": [{"role": "user", "content": "Hi!"}]},
-                headers={"authorization": f"Bearer {key}"},
-            )
-            console.print(
-                f"  OpenAI protocol → Claude model: {r.status_code}, "
-                f"{_short(r.json()['choices'][0]['message']['content'], 50)}"
-            )
-            r = http.post(
-                f"{gw.url}/v1/messages",
-                json={
-                    "model": "sim-gpt",
-                    "max_tokens": 100,
-                    "messages": [{"role": "user", "content": "Hi!"}],
-                },
-                headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
-            )
-            console.print(
-                f"  Anthropic protocol → GPT model: {r.status_code}, "
-                f"{_short(r.json()['content'][0]['text'], 50)}"
-            )
-            r = http.post(
-                f"{gw.url}/v1/chat/completions",
-                json={"model": "sim-gemini", "messages": [{"role": "user", "content": "Hi!"}]},
-                headers={"authorization": f"Bearer {key}"},
-            )
-            refusal = _short(r.json()["error"]["message"], 60)
-            console.print(f"  out of scope (sim-gemini): {r.status_code} {refusal}")
-            r = http.post(
-                f"{gw.url}/v1/chat/completions",
-                json={
-                    "model": "sim-gpt",
-                    "base_url": "http://169.254.169.254/",
-                    "messages": [{"role": "user", "content": "Hi!"}],
-                },
-                headers={"authorization": f"Bearer {key}"},
-            )
-            console.print(
-                f"  a client choosing the upstream: {r.status_code} (refused, never used)"
-            )
-        with sqlite3.connect(store) as db:
-            n, tokens = db.execute(
-                "select count(*), coalesce(sum(input_tokens + output_tokens), 0) from request_log"
-            ).fetchone()
-        console.print(
-            f"  after shutdown the request log holds {n} rows, {tokens} tokens — written in "
-            "batches off the hot path, prompts not stored"
-        )

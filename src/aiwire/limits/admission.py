@@ -223,12 +223,20 @@ class Admission:
         _, _, end = window(budget.period, now)
         when = "" if end is None else f"; it resets at {end.isoformat()}"
         return Refused(
-            f"budget exceeded: the {budget.label} budget is ${budget.limit_usd:.2f} and "
-            f"${committed:.4f} is spent or reserved; this request could cost up to "
-            f"${ticket.reserved_usd:.4f}{when}. Ask an admin to raise it",
+            f"budget exceeded: the {budget.label} budget is {usd(budget.limit_usd)} and "
+            f"{usd(committed)} is spent or reserved; this request could cost up to "
+            f"{usd(ticket.reserved_usd)}{when}. Ask an admin to raise it",
             code="budget_exceeded",
             retryable=False,
         )
+
+
+def usd(amount: float) -> str:
+    """``$1,234.50``, ``$0.0042``, ``$0.000018``: cents for dollars, enough digits below."""
+    if amount >= 1 or amount == 0:
+        return f"${amount:,.2f}"
+    whole, _, cents = f"{amount:.8f}".rstrip("0").partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def _headers(rates: Sequence[RateCheck], verdict: Verdict) -> list[tuple[str, str]]:
