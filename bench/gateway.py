@@ -88,8 +88,10 @@ MESSAGES = [
 ]
 
 
-def body_for(model: str, stream: bool) -> bytes:
-    req: dict[str, Any] = {"model": model, "messages": MESSAGES, "temperature": 0.2}
+def body_for(model: str, stream: bool, temperature: float = 0.2) -> bytes:
+    """The benchmark's request; temperature 0 makes it cacheable (aiwire caches deterministic
+    requests by default), 0.2 keeps every request going upstream."""
+    req: dict[str, Any] = {"model": model, "messages": MESSAGES, "temperature": temperature}
     req["max_tokens"] = 256
     req["user"] = "bench-user-0001"
     if stream:
@@ -188,7 +190,7 @@ class Target:
     model: Callable[[int], str]  # pace (ms) -> model name
     slow: bool = False  # LiteLLM: fewer requests, same time caps
     sent: int = 0  # requests sent to it so far (all phases)
-    bodies: dict[tuple[int, bool], bytes] = field(default_factory=dict)
+    bodies: dict[tuple[int, bool, float], bytes] = field(default_factory=dict)
 
     def headers(self) -> dict[str, str]:
         # identity: LiteLLM would otherwise gzip its answers (aiohttp asks for gzip by default)
@@ -198,10 +200,12 @@ class Target:
             "accept-encoding": "identity",
         }
 
-    def body(self, gap: int, stream: bool) -> bytes:
-        b = self.bodies.get((gap, stream))
+    def body(self, gap: int, stream: bool, temperature: float = 0.2) -> bytes:
+        b = self.bodies.get((gap, stream, temperature))
         if b is None:
-            b = self.bodies[(gap, stream)] = body_for(self.model(gap), stream)
+            b = self.bodies[(gap, stream, temperature)] = body_for(
+                self.model(gap), stream, temperature
+            )
         return b
 
 
@@ -216,9 +220,11 @@ def make_session(conc: int) -> aiohttp.ClientSession:
     )
 
 
-def op_json(session: aiohttp.ClientSession, t: Target) -> Callable[[], Awaitable[Any]]:
+def op_json(
+    session: aiohttp.ClientSession, t: Target, cached: bool = False
+) -> Callable[[], Awaitable[Any]]:
     url = t.base + "/v1/chat/completions"
-    body = t.body(0, False)
+    body = t.body(0, False, 0.0 if cached else 0.2)
     headers = t.headers()
     perf = time.perf_counter
 
@@ -394,15 +400,20 @@ async def measure(
     paced at ``warm_gap`` otherwise, so ``conc`` connections are open end to end)."""
     session = make_session(conc)
     try:
-        if kind == "json":
-            op = op_json(session, t)
+        if kind in ("json", "cached"):
+            op = op_json(session, t, cached=kind == "cached")
         else:
             op = op_stream(session, t, gap)
         warm_n = (conc if t.slow else max(50, conc)) if warm is None else warm
         if warm_n:
-            # LiteLLM warms up with JSON requests (cheaper; the point is the open connections)
-            json_warm = kind == "json" or t.slow
-            wop = op_json(session, t) if json_warm else op_stream(session, t, warm_gap)
+            # LiteLLM warms up with JSON requests (cheaper; the point is the open connections);
+            # a cached cell warms with its own request, so every measured one is a hit.
+            json_warm = kind in ("json", "cached") or t.slow
+            wop = (
+                op_json(session, t, cached=kind == "cached")
+                if json_warm
+                else op_stream(session, t, warm_gap)
+            )
             _, werr, wstarted = await drive(wop, conc, warm_n, cap, grace)
             t.sent += wstarted
             if werr:
@@ -433,7 +444,7 @@ async def measure(
     cell.up_requests, cell.up_other, cell.up_conns = up["requests"], up["other"], up["conns"]
     cell.up_own_gap = up["max_gap_ms"]
     cell.rss = rss_mb(t.pid)
-    if kind == "json":
+    if kind in ("json", "cached"):
         lat = sorted(results)
         cell.p50, cell.p99 = pct(lat, 0.5) * 1e3, pct(lat, 0.99) * 1e3
     else:
@@ -446,7 +457,8 @@ async def measure(
             cell.gap_max, cell.gap_p99 = worst[-1] * 1e3, pct(worst, 0.99) * 1e3
             limit = (cell.up_own_gap + 50) / 1e3
             cell.stalls = sum(1 for w in worst if w > limit)
-    if (up["requests"] != started and t.name != "direct") or up["other"]:
+    upstream_expected = kind != "cached" and t.name != "direct"
+    if (up["requests"] != started and upstream_expected) or up["other"]:
         note = f"upstream saw {up['requests']} requests (+{up['other']} other), sent {started}"
         if up["requests"] < cell.ok or up["other"]:
             cell.errors[note] += 1
@@ -610,7 +622,7 @@ def main() -> None:
         action="store_true",
         help="also measure bench/_passthrough_app.py (uvicorn + aiohttp, no features): the floor",
     )
-    ap.add_argument("--only", default="json,stream,stall,soak", help="phases to run")
+    ap.add_argument("--only", default="json,stream,cache,stall,soak", help="phases to run")
     args = ap.parse_args()
 
     os.sched_setaffinity(0, {HARNESS_CPU})
@@ -777,6 +789,19 @@ def main() -> None:
                               file=sys.stderr)  # fmt: skip
                 note_rss("after stream phase")
 
+            if "cache" in phases:
+                # Cache hits at one connection: what answering from the cache adds over the
+                # upstream answering a canned body itself.
+                for t in targets:
+                    if t.slow:
+                        continue
+                    c = await measure(t, "cached", 1, int(3000 * scale) or 300, 10, up_port,
+                                      others(t))  # fmt: skip
+                    cells.append(c)
+                    print(f"  cached c=1 {t.name}: p50 {c.p50:.3f} ms p99 {c.p99:.3f} ms "
+                          f"CPU {c.cpu_ms:.3f} ms/req err {sum(c.errors.values())}",
+                          file=sys.stderr)  # fmt: skip
+
             if "stall" in phases:
                 for conc, gap in stall_spec:
                     for t in targets:
@@ -823,12 +848,15 @@ def main() -> None:
               f"{time.monotonic() - t_start:.0f} s)\n")  # fmt: skip
         print(f"Machine: {versions(litellm_bin)}\n")
         jc = [c for c in cells if c.kind == "json"]
+        cc = [c for c in cells if c.kind == "cached"]
         sc = [c for c in cells if c.kind == "stream"]
         st = [c for c in cells if c.kind == "stall"]
         if jc:
             print("### Non-stream\n\n" + json_table(jc) + "\n")
         if sc:
             print("### Stream (30 chunks + [DONE], no pacing)\n\n" + stream_table(sc) + "\n")
+        if cc:
+            print("### Cache hits (temperature 0, one connection)\n\n" + json_table(cc) + "\n")
         if st:
             print("### Concurrent paced streams (stalls)\n\n" + stall_table(st) + "\n")
         print("### RSS (MB)\n")
@@ -837,7 +865,7 @@ def main() -> None:
         if soak:
             print("\n### Soak (aiwire)\n")
             print(soak["text"])
-        summary = summarize(jc, sc, st, soak)
+        summary = summarize(jc, sc, st, soak, cc)
         print("\n### Targets\n\n" + summary)
         if prof:
             print("\n### Profile (py-spy, aiwire)\n\n```\n" + prof + "\n```")
@@ -980,8 +1008,19 @@ async def run_profile(t: Target, up_port: int, logs: Path, quick: bool, conc: in
     return "\n\n".join(out)
 
 
-def summarize(jc: list[Cell], sc: list[Cell], st: list[Cell], soak: dict[str, Any]) -> str:
+def summarize(
+    jc: list[Cell], sc: list[Cell], st: list[Cell], soak: dict[str, Any], cc: list[Cell]
+) -> str:
     lines = []
+    d_hit = next((c for c in cc if c.target == "direct"), None)
+    a_hit = next((c for c in cc if c.target == "aiwire"), None)
+    if d_hit and a_hit:
+        added = a_hit.p50 - d_hit.p50
+        lines.append(
+            f"- cache hit, 1 connection: p50 {a_hit.p50:.3f} ms vs the upstream's own canned "
+            f"answer {d_hit.p50:.3f} ms: adds {added:.3f} ms (target < 1) "
+            f"{'PASS' if added < 1 else 'FAIL'}"
+        )
 
     def get(cells: list[Cell], target: str, conc: int) -> Cell | None:
         return next((c for c in cells if c.target == target and c.conc == conc), None)

@@ -99,9 +99,11 @@ def _set_sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     across application crashes in WAL mode and much faster than FULL."""
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     try:
+        # The timeout first: switching a new file to WAL needs a lock another process starting
+        # at the same moment may hold, and without a timeout SQLite answers "locked" at once.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
