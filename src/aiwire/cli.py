@@ -18,8 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from aiwire import errors
+from aiwire.cli_batch import batch_app, worker_app
 from aiwire.cli_budgets import budgets_app
+from aiwire.cli_classify import classify
+from aiwire.cli_flows import flow_app
 from aiwire.cli_keys import keys_app
+from aiwire.cli_ops import audit_app, doctor, logs_app
+from aiwire.cli_review import review_app
 from aiwire.cli_usage import usage
 from aiwire.config import Config, config_from_env, simulator_config
 
@@ -35,7 +40,15 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(budgets_app, name="budgets")
+app.add_typer(batch_app, name="batch")
+app.add_typer(worker_app, name="worker")
+app.add_typer(flow_app, name="flow")
+app.add_typer(review_app, name="review")
 app.command("usage")(usage)
+app.command("classify")(classify)
+app.add_typer(audit_app, name="audit")
+app.add_typer(logs_app, name="logs")
+app.command("doctor")(doctor)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -154,16 +167,34 @@ def models(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    rollout: Annotated[
+        bool,
+        typer.Option(
+            "--rollout",
+            help="Canary rollouts: each variant's split, served share, error rate, latency, "
+            "cost (from the request log in server.store) and review acceptance.",
+        ),
+    ] = False,
+    since: Annotated[
+        str, typer.Option(help="With --rollout: how far back the figures go (24h, 7d).")
+    ] = "24h",
 ) -> None:
     """List the model names clients can ask for and the deployments behind each.
 
     Example: aiwire models -c aiwire.yaml
     Prices: aiwire models --prices --simulator (add --json for scripts)
+    Rollouts: aiwire models --rollout --since 7d
     """
     from aiwire.router import Router
 
     with _friendly_errors(), _config(config, simulator) as cfg:
         router = Router.from_config(cfg)
+        if rollout:
+            from aiwire.cli_rollout import print_rollouts, rollout_report
+
+            stats, note = rollout_report(cfg, router, since)
+            print_rollouts(console, stats, note, as_json=as_json)
+            return
         if not router.names:
             err_console.print(
                 "No models configured. Give a config file (-c), export OPENAI_API_KEY / "

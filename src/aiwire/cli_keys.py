@@ -261,7 +261,7 @@ def create(
 
     Example: aiwire keys create --name app1 --models "gpt-4o-mini,smart" --expires 30d --rpm 120
     """
-    from aiwire.server.admin import parse_duration
+    from aiwire.server.durations import parse_duration
 
     body: dict[str, Any] = {"name": name}
     if models is not None:
@@ -403,7 +403,7 @@ def rotate(
 
     Example: aiwire keys rotate key_0123456789abcdef01234567 --grace 1h
     """
-    from aiwire.server.admin import parse_duration
+    from aiwire.server.durations import parse_duration
 
     try:
         parse_duration(grace)

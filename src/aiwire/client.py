@@ -8,22 +8,33 @@
     for chunk in client.stream("smart", "Tell a story"):
         print(chunk.text, end="")
     lead = client.extract("gpt-4o-mini", "Anna Berg, anna@acme.test, wants a demo", schema=Lead)
+    picture = client.images("gpt-image-2", "A lighthouse at dusk").data[0].b64_json
+    words = client.transcribe("gpt-4o-mini-transcribe", "meeting.wav").text
+    labels = client.classify("gpt-4o-mini", ["Refund please", "Love it"], ["complaint", "praise"])
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import IO, Any, TypeVar, overload
 
 import jsonschema
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from aiwire import classify as _classify
 from aiwire import errors
+from aiwire.classify import Classification, Labels, Method
 from aiwire.config import Config, config_from_env
+from aiwire.providers.media import (
+    ImageRequest,
+    ImageResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
+)
 from aiwire.router import Router
 from aiwire.types import (
     ChatChunk,
@@ -38,6 +49,8 @@ from aiwire.types import (
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 Messages = str | list[Message] | list[dict[str, Any]]
+#: An audio file: its bytes, a path, or an open binary file.
+Audio = bytes | str | Path | IO[bytes]
 ConfigLike = Config | dict[str, Any] | str | Path | None
 
 
@@ -84,6 +97,56 @@ class AsyncClient:
 
     async def embed(self, model: str, input: str | list[str], **params: Any) -> EmbeddingResponse:
         return await self.router.embed(EmbeddingRequest(model=model, input=input, **params))
+
+    async def images(self, model: str, prompt: str, **params: Any) -> ImageResponse:
+        """Generate images. ``params`` are OpenAI's (``n``, ``size``, ``quality``, ...)."""
+        return await self.router.images(
+            _validated(ImageRequest, model, {"model": model, "prompt": prompt, **params})
+        )
+
+    async def transcribe(
+        self, model: str, file: Audio, *, filename: str | None = None, **params: Any
+    ) -> TranscriptionResponse:
+        """Speech to text. ``file``: bytes, a path or an open binary file; ``params`` are
+        OpenAI's (``language``, ``prompt``, ``response_format``, ...)."""
+        data, name = _audio(file, filename)
+        request = _validated(
+            TranscriptionRequest, model, {"model": model, "file": data, "filename": name, **params}
+        )
+        return await self.router.transcribe(request)
+
+    async def classify(
+        self,
+        model: str,
+        texts: str | Sequence[str],
+        labels: Labels,
+        *,
+        method: Method = "chat",
+        instructions: str | None = None,
+        retries: int = 2,
+        min_score: float | None = None,
+        **params: Any,
+    ) -> list[Classification]:
+        """Label each text with one of ``labels`` (a list, or label → description).
+
+        ``method="chat"``: ``model`` is a chat model answering under a JSON schema whose
+        ``enum`` is the labels (an invalid answer is re-asked ``retries`` times).
+        ``method="embeddings"``: ``model`` is an embedding model; the label whose description
+        is most similar (cosine) wins, below ``min_score`` none does. See :mod:`aiwire.classify`.
+        """
+        items = [texts] if isinstance(texts, str) else list(texts)
+        described = _classify.label_set(labels)
+        if method == "embeddings":
+            return await _classify.by_embeddings(
+                self, model, items, described, min_score=min_score, **params
+            )
+        if method != "chat":
+            raise errors.BadRequestError(
+                f"method must be 'chat' or 'embeddings', not {method!r}", param="method"
+            )
+        return await _classify.by_chat(
+            self, model, items, described, instructions=instructions, retries=retries, **params
+        )
 
     @overload
     async def extract(
@@ -193,6 +256,28 @@ class _Validator:
         return data
 
 
+def _validated(cls: type[M], model: str, data: dict[str, Any]) -> M:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise errors.BadRequestError(
+            f"invalid request: {where}: {first['msg']}", model=model, param=where
+        ) from None
+
+
+def _audio(file: Audio, filename: str | None) -> tuple[bytes, str]:
+    """The bytes of an audio file and the name to upload it under."""
+    if isinstance(file, bytes):
+        return file, filename or "audio"
+    if isinstance(file, str | Path):
+        path = Path(file)
+        return path.read_bytes(), filename or path.name
+    name = getattr(file, "name", None)
+    return file.read(), filename or (Path(name).name if isinstance(name, str) else "audio")
+
+
 def _request(model: str, messages: Messages, params: dict[str, Any]) -> ChatRequest:
     try:
         return ChatRequest.model_validate(
@@ -271,6 +356,39 @@ class Client:
 
     def embed(self, model: str, input: str | list[str], **params: Any) -> EmbeddingResponse:
         return self._loop.run(self._async.embed(model, input, **params))
+
+    def images(self, model: str, prompt: str, **params: Any) -> ImageResponse:
+        return self._loop.run(self._async.images(model, prompt, **params))
+
+    def transcribe(
+        self, model: str, file: Audio, *, filename: str | None = None, **params: Any
+    ) -> TranscriptionResponse:
+        return self._loop.run(self._async.transcribe(model, file, filename=filename, **params))
+
+    def classify(
+        self,
+        model: str,
+        texts: str | Sequence[str],
+        labels: Labels,
+        *,
+        method: Method = "chat",
+        instructions: str | None = None,
+        retries: int = 2,
+        min_score: float | None = None,
+        **params: Any,
+    ) -> list[Classification]:
+        return self._loop.run(
+            self._async.classify(
+                model,
+                texts,
+                labels,
+                method=method,
+                instructions=instructions,
+                retries=retries,
+                min_score=min_score,
+                **params,
+            )
+        )
 
     def extract(
         self,

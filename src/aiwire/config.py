@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,6 +29,8 @@ from aiwire.catalog import CatalogConfig
 from aiwire.errors import ConfigError
 from aiwire.guardrails.gateway import GuardrailsConfig
 from aiwire.observability.alerts import AlertsConfig
+from aiwire.observability.config import LoggingConfig, MetricsConfig, TracingConfig
+from aiwire.rollouts.split import Rollout
 from aiwire.secrets import Secret, is_reference, resolve
 
 #: The environment variable each provider type reads when config names no key.
@@ -110,6 +113,14 @@ class DeploymentConfig(_Strict):
     timeout: float | None = Field(default=None, gt=0)
     first_byte_timeout: float | None = Field(default=None, gt=0)
     idle_timeout: float | None = Field(default=None, gt=0)
+    #: Canary rollouts: this deployment's label within its model name (``new``, ``old``) ...
+    variant: str | None = Field(default=None, min_length=1)
+    #: ... and, on any entry of the name, the split by label in percent (``{new: 10, old:
+    #: 90}``, summing to 100; the first label takes the lowest sticky buckets) ...
+    rollout: dict[str, float] | None = None
+    #: ... and whether a caller keeps its variant: ``key`` (virtual key), ``user`` (the
+    #: request's ``user``) or ``none`` (each request draws).
+    sticky: Literal["none", "key", "user"] | None = None
 
 
 class RouterConfig(_Strict):
@@ -152,6 +163,23 @@ class ServerConfig(_Strict):
     #: ``redis://host:6379/0`` (a password only through ``env:``/``file:``): rate limits,
     #: budgets, pacing and cooldowns shared by every replica. Unset: in this process.
     redis: str | None = None
+    #: Browser origins (``https://app.example.com``) allowed to call the model endpoints and
+    #: the admin API; ``"*"`` allows any. Empty: no CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            plain = f"{parts.scheme}://{parts.netloc}" == origin and "@" not in parts.netloc
+            web = parts.scheme in ("http", "https") and bool(parts.hostname)
+            if origin != "*" and not (web and plain):
+                raise ValueError(
+                    f"{origin!r} is not an origin; write scheme://host[:port] with no path or "
+                    'trailing slash (e.g. https://app.example.com), or "*"'
+                )
+        return value
 
     @field_validator("redis")
     @classmethod
@@ -201,6 +229,12 @@ class Config(_Strict):
     catalog: CatalogConfig = Field(default_factory=lambda: CatalogConfig({}))
     #: The response cache: backend (memory, sql, redis, off), which requests, TTL, scope.
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    #: ``/metrics`` (Prometheus): who may read it, how many key names get their own label.
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    #: OpenTelemetry spans for requests, router attempts and upstream calls (``aiwire[otel]``).
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    #: Log format (json/text) and level; how long stored prompt content is kept.
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     #: PII masking or blocking, and content-policy hooks, before requests leave.
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
 
@@ -219,6 +253,14 @@ class Config(_Strict):
                     raise ConfigError(
                         f"models[{i}] ({dep.name}): fallback {fb!r} is not a model name"
                     )
+        self.rollouts()  # a rollout that names no deployment, or misses one, fails here
+
+    def rollouts(self) -> dict[str, Rollout]:
+        """The canary rollouts by model name (see :mod:`aiwire.rollouts`); ConfigError
+        naming the entry when one is inconsistent."""
+        from aiwire.rollouts.config import rollouts_of
+
+        return rollouts_of(self.models)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:
@@ -306,6 +348,9 @@ SIMULATOR_MODELS: list[tuple[str, str, str]] = [
     ("sim-gemini", "sim-gemini", "gemini-2.5-flash"),
     ("sim-embed", "sim-openai", "text-embedding-3-small"),
     ("sim-gemini-embed", "sim-gemini", "text-embedding-004"),
+    ("sim-image", "sim-openai", "gpt-image-2"),
+    ("sim-gemini-image", "sim-gemini", "gemini-3-pro-image-preview"),
+    ("sim-transcribe", "sim-openai", "gpt-4o-mini-transcribe"),
 ]
 
 

@@ -24,8 +24,15 @@ from aiwire.config import Config, DeploymentConfig, RouterConfig
 from aiwire.limits.pacing import Pacer, Slot
 from aiwire.limits.state import LimitState, MemoryState
 from aiwire.providers.base import Provider, Timeouts
+from aiwire.providers.media import (
+    ImageRequest,
+    ImageResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
+)
 from aiwire.providers.registry import provider_class
 from aiwire.ratelimit import RateLimitInfo
+from aiwire.rollouts.split import Rollout
 from aiwire.types import (
     ChatChunk,
     ChatRequest,
@@ -40,7 +47,17 @@ from aiwire.watchdog import Watchdog
 
 log = logging.getLogger("aiwire.router")
 R = TypeVar("R", ChatResponse, RawChatResponse, ChatResponse | RawChatResponse)
-R2 = TypeVar("R2", ChatResponse, RawChatResponse, ChatResponse | RawChatResponse, EmbeddingResponse)
+R2 = TypeVar(
+    "R2",
+    ChatResponse,
+    RawChatResponse,
+    ChatResponse | RawChatResponse,
+    EmbeddingResponse,
+    ImageResponse,
+    TranscriptionResponse,
+)
+#: What the pacing queue sees of a request (it estimates tokens from chat or embedding input).
+Paced = ChatRequest | EmbeddingRequest
 C = TypeVar("C", ChatChunk, RawChunk, ChatChunk | RawChunk)
 
 
@@ -58,6 +75,8 @@ class Deployment:
     rpm: int | None = None
     tpm: int | None = None
     max_concurrency: int | None = None
+    #: This deployment's label in its model name's canary rollout (``new``, ``old``).
+    variant: str | None = None
 
     inflight: int = 0
     consecutive_failures: int = 0
@@ -114,8 +133,11 @@ class Router:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         pacer: Pacer | None = None,
+        rollouts: dict[str, Rollout] | None = None,
     ) -> None:
         self.settings = settings or RouterConfig()
+        #: Canary rollouts by model name: which variant's deployments serve a request.
+        self.rollouts: dict[str, Rollout] = dict(rollouts or {})
         self._by_name: dict[str, list[Deployment]] = {}
         for d in deployments:
             self._by_name.setdefault(d.name, []).append(d)
@@ -129,7 +151,7 @@ class Router:
         #: share it through :class:`aiwire.limits.health.HealthSync`).
         self.on_cooldown: list[Callable[[Deployment, float], None]] = []
         #: Refuses, before sending, a request too large for a deployment's context window.
-        self.context_guard: Callable[[str, ChatRequest], None] | None = None
+        self.context_guard: Callable[[str, ChatRequest], Awaitable[None]] | None = None
         #: The model catalog (prices, windows), when built from config.
         self.catalog: Catalog | None = None
         #: Keeps deployments under their providers' limits (see :mod:`aiwire.limits.pacing`).
@@ -155,7 +177,7 @@ class Router:
             )
         deployments = [_deployment(d, providers[d.provider], config.router) for d in config.models]
         pacer = Pacer(state or MemoryState(), max_wait=config.router.max_queue_wait)
-        router = cls(deployments, config.router, pacer=pacer)
+        router = cls(deployments, config.router, pacer=pacer, rollouts=config.rollouts())
         from aiwire import catalog
         from aiwire.limits.context import ContextGuard
 
@@ -214,6 +236,31 @@ class Router:
 
         return await self._run(request, once)
 
+    async def images(self, request: ImageRequest) -> ImageResponse:
+        """Generate images, with the retries, fallbacks and pacing of every operation (a
+        deployment's ``rpm`` counts image requests; the prompt counts as its tokens)."""
+
+        async def once(dep: Deployment) -> ImageResponse:
+            req = request.model_copy(update={"model": dep.model})
+            resp = await _bounded(dep, dep.provider.images(req, dep.timeouts))
+            resp.deployment = dep.id
+            return resp
+
+        pace = EmbeddingRequest(model=request.model, input=request.prompt)
+        return await self._run(request, once, pace=pace, user=request.user)
+
+    async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResponse:
+        """Speech to text, with the retries, fallbacks and pacing of every operation."""
+
+        async def once(dep: Deployment) -> TranscriptionResponse:
+            req = request.model_copy(update={"model": dep.model})
+            resp = await _bounded(dep, dep.provider.transcribe(req, dep.timeouts))
+            resp.deployment = dep.id
+            return resp
+
+        pace = EmbeddingRequest(model=request.model, input=request.prompt or "")
+        return await self._run(request, once, pace=pace)
+
     def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         return self._stream(request, _canonical)
 
@@ -228,7 +275,7 @@ class Router:
     async def _stream(
         self, request: ChatRequest, opener: Callable[[Provider], _Opener[C]]
     ) -> AsyncGenerator[C, None]:
-        plan = _Plan(self, request.model)
+        plan = _Plan(self, request.model, request.user)
         pacer = self.pacer
         while (dep := await plan.next()) is not None:
             yielded = False
@@ -241,7 +288,7 @@ class Router:
             ratelimit: RateLimitInfo | None = None
             try:
                 if self.context_guard is not None:
-                    self.context_guard(dep.model, request)
+                    await self.context_guard(dep.model, request)
                 paced = await self._paced(dep, request)
                 await slot.__aenter__()
                 # One timer for the whole attempt (not one per chunk): first chunk within
@@ -299,16 +346,24 @@ class Router:
 
     async def _run(
         self,
-        request: ChatRequest | EmbeddingRequest,
+        request: Paced | ImageRequest | TranscriptionRequest,
         once: Callable[[Deployment], Awaitable[R2]],
+        *,
+        pace: Paced | None = None,
+        user: str | None = None,
     ) -> R2:
-        plan = _Plan(self, request.model)
+        """``pace``: what the pacing queue estimates tokens from (``request`` itself for chat
+        and embeddings); ``user``: the end user, for sticky rollouts."""
+        if isinstance(request, ChatRequest | EmbeddingRequest):
+            pace, user = request, request.user
+        assert pace is not None
+        plan = _Plan(self, request.model, user)
         pacer = self.pacer
         while (dep := await plan.next()) is not None:
             dep.inflight += 1
             slot = None
             try:
-                slot = await self._paced(dep, request)
+                slot = await self._paced(dep, pace)
                 if dep.max_concurrency is None:
                     result = await once(dep)
                 else:
@@ -333,7 +388,7 @@ class Router:
             return result
         raise plan.exhausted()
 
-    async def _paced(self, dep: Deployment, request: ChatRequest | EmbeddingRequest) -> Slot | None:
+    async def _paced(self, dep: Deployment, request: Paced) -> Slot | None:
         """Wait for the deployment's pacing queue; a RateLimitError (a queue too long to wait
         in: try elsewhere) when that would exceed ``router.max_queue_wait``."""
         paced = await self.pacer.wait(dep.id, request)
@@ -350,7 +405,9 @@ class Router:
             await self._sleep(wait)
         return slot
 
-    def _pick(self, name: str, avoid: Deployment | None) -> Deployment | None:
+    def _pick(
+        self, name: str, avoid: Deployment | None, variant: str | None = None
+    ) -> Deployment | None:
         now = self._clock()
         candidates = []
         for d in self._by_name[name]:
@@ -358,6 +415,10 @@ class Router:
             if state == "open" or (state == "half-open" and d.probing):
                 continue
             candidates.append(d)
+        if variant is not None:
+            # The request's rollout variant, while any of its deployments can serve; else the
+            # other variants do (a broken canary must not fail the requests it drew).
+            candidates = [d for d in candidates if d.variant == variant] or candidates
         if not candidates:
             return None
         fresh = [d for d in candidates if d.rate_limited_until <= now]
@@ -438,7 +499,7 @@ class Router:
 class _Plan:
     """The sequence of attempts for one request: retries on a model name, then its fallbacks."""
 
-    def __init__(self, router: Router, model: str) -> None:
+    def __init__(self, router: Router, model: str, user: str | None = None) -> None:
         if model not in router._by_name:
             known = ", ".join(router.names) or "none configured"
             raise errors.NotFoundError(
@@ -457,6 +518,18 @@ class _Plan:
         self.delay = 0.0
         self.last_error: errors.ProviderError | None = None
         self.last_dep: Deployment | None = None
+        self.user = user
+        #: The rollout variant drawn for each model name tried (once per name and request).
+        self.variants: dict[str, str] = {}
+
+    def variant(self, name: str) -> str | None:
+        rollout = self.router.rollouts.get(name)
+        if rollout is None:
+            return None
+        chosen = self.variants.get(name)
+        if chosen is None:
+            chosen = self.variants[name] = rollout.choose(self.user, self.router._rng)
+        return chosen
 
     async def next(self) -> Deployment | None:
         r = self.router
@@ -465,7 +538,7 @@ class _Plan:
             if self.delay > 0:
                 await r._sleep(self.delay)
             waited, self.delay = self.delay, 0.0
-            dep = r._pick(self.name, self.last_dep)
+            dep = r._pick(self.name, self.last_dep, self.variant(self.name))
             if dep is None:
                 self.last_error = errors.OverloadedError(
                     f"every deployment of {self.name!r} is cooling down after failures",
@@ -581,7 +654,18 @@ def _deployment(d: DeploymentConfig, provider: Provider, rc: RouterConfig) -> De
         rpm=d.rpm,
         tpm=d.tpm,
         max_concurrency=d.max_concurrency,
+        variant=d.variant,
     )
+
+
+async def _bounded(dep: Deployment, call: Awaitable[R2]) -> R2:
+    """``call`` within the deployment's total timeout (aiwire's retryable TimeoutError)."""
+    total = dep.timeouts.total
+    try:
+        async with asyncio.timeout(total):
+            return await call
+    except TimeoutError:
+        raise _timed_out(dep, total) from None
 
 
 def _for_deployment(request: ChatRequest, dep: Deployment) -> ChatRequest:
@@ -598,11 +682,11 @@ async def _attempt(
     dep: Deployment,
     call: Callable[[ChatRequest, Timeouts], Awaitable[R]],
     request: ChatRequest,
-    guard: Callable[[str, ChatRequest], None] | None,
+    guard: Callable[[str, ChatRequest], Awaitable[None]] | None,
 ) -> R:
     """One non-streamed attempt on ``dep``, bounded by its total timeout."""
     if guard is not None:
-        guard(dep.model, request)
+        await guard(dep.model, request)
     total = dep.timeouts.total
     try:
         async with asyncio.timeout(total):

@@ -25,7 +25,18 @@ PG_ADMIN_URL = os.environ.get(
     "AIWIRE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 PG_HOW_TO_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-TABLES = ("api_keys", "request_log", "audit_log", "budgets", "response_cache")
+TABLES = (
+    "api_keys",
+    "request_log",
+    "audit_log",
+    "budgets",
+    "response_cache",
+    "batch_files",
+    "batches",
+    "batch_lines",
+    *("flow_definitions", "flow_records", "flow_steps", "flow_deliveries", "flow_dead_letters"),
+    *("flow_runs", "flow_reviews", "flow_events", "flow_cursors"),
+)
 
 
 async def _admin(*statements: str) -> None:

@@ -18,6 +18,9 @@ Wiring in the gateway, in outline::
         await replay(send, entry, headers=outcome.headers)       # cost 0, logged as a hit
     ...  # else answer as usual with x-aiwire-cache: miss, recording the body or the events,
     await cache.set(key, Entry.whole(body, usage=..., ttl=cfg.ttl))  # if decision.store
+
+:class:`SemanticCache` (``cache.semantic``) is a second lookup after an exact miss: the same
+model and context, a final question that means the same (cosine of embeddings above a threshold).
 """
 
 from aiwire.cache.base import CacheBackend, CacheError, CacheStats, RemoteCache
@@ -47,6 +50,7 @@ from aiwire.cache.policy import (
 )
 from aiwire.cache.redis_cache import RedisCache
 from aiwire.cache.replay import replay, replay_body, replay_events
+from aiwire.cache.semantic import SemanticCache, SemanticConfig, open_semantic
 from aiwire.cache.sql import SQLCache
 
 __all__ = [
@@ -68,6 +72,8 @@ __all__ = [
     "RedisCache",
     "RemoteCache",
     "SQLCache",
+    "SemanticCache",
+    "SemanticConfig",
     "StreamRecorder",
     "cache_key",
     "cacheable",
@@ -79,6 +85,7 @@ __all__ = [
     "encode",
     "key_opted_out",
     "open_cache",
+    "open_semantic",
     "replay",
     "replay_body",
     "replay_events",

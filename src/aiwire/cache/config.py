@@ -10,6 +10,7 @@
       max_entries: 10000     # memory backend: LRU bounds
       max_bytes: 134217728
       max_entry_bytes: 1048576   # larger answers are not stored (any backend)
+      semantic: {model: local-embed, threshold: 0.9}   # paraphrases too (aiwire.cache.semantic)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiwire.cache.key import Scope
 from aiwire.cache.memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryCache
 from aiwire.cache.policy import Mode
 from aiwire.cache.redis_cache import DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisCache
+from aiwire.cache.semantic import SemanticConfig
 from aiwire.cache.sql import SQLCache
 from aiwire.errors import ConfigError
 from aiwire.store.db import Database
@@ -50,6 +52,8 @@ class CacheConfig(BaseModel):
     #: Redis backend: the prefix of its keys, and the seconds a read or write may take.
     redis_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
     redis_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
+    #: A second lookup for paraphrased questions (off unless set; see aiwire.cache.semantic).
+    semantic: SemanticConfig | None = None
 
     @model_validator(mode="after")
     def _entry_fits(self) -> CacheConfig:

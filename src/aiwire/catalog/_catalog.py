@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from aiwire import errors
 from aiwire.catalog._model import CatalogConfig, ModelInfo, ModelOverride
+from aiwire.providers.media import ImageUsage, TranscriptionUsage
 from aiwire.types import EmbeddingUsage, Usage
 
 #: What may follow a known id in a dated or versioned variant: ``-2024-07-18``, ``-20250929``,
@@ -98,6 +99,67 @@ class Catalog:
             )
         return self.require(model).price(usage.prompt_tokens, 0)
 
+    def image_cost(
+        self,
+        model: str,
+        *,
+        images: int,
+        size: str | None = None,
+        quality: str | None = None,
+        usage: ImageUsage | None = None,
+    ) -> float | None:
+        """USD for generated images: per image where the model is priced so (plus its prompt
+        tokens, when reported), else the reported token usage; None when neither is known."""
+        info = self.require(model)
+        each = info.image_price(size, quality)
+        if each is not None:
+            prompt = usage.input_tokens if usage is not None else 0
+            return images * each + info.price(prompt, 0)
+        if usage is not None:
+            return info.price(usage.input_tokens, usage.output_tokens)
+        return None
+
+    def image_max_cost(
+        self,
+        model: str,
+        *,
+        images: int,
+        prompt_tokens: int,
+        size: str | None = None,
+        quality: str | None = None,
+    ) -> float:
+        """The most an image request can cost (what a budget reserves): the dearest matching
+        per-image price, or for token-priced models ``max_output_tokens`` per image."""
+        info = self.require(model)
+        each = info.image_price(size, quality, dearest=True)
+        if each is not None:
+            return images * each + info.price(prompt_tokens, 0)
+        return info.price(prompt_tokens, images * info.max_output_tokens)
+
+    def transcription_cost(
+        self, model: str, *, seconds: float | None, usage: TranscriptionUsage | None = None
+    ) -> float | None:
+        """USD for one transcription: a reported token usage at the token prices, else the
+        duration at ``per_minute``; None when neither is known."""
+        info = self.require(model)
+        if usage is not None and (info.input_per_1m or info.output_per_1m):
+            return info.price(usage.input_tokens, usage.output_tokens)
+        if seconds is not None and info.per_minute is not None:
+            return info.per_minute * seconds / 60
+        return None
+
+    def transcription_max_cost(self, model: str, *, seconds: float | None) -> float:
+        """The most a transcription can cost: its duration at ``per_minute`` when both are
+        known, else a whole context window in and the maximum output out."""
+        info = self.require(model)
+        if seconds is not None and info.per_minute is not None:
+            by_time = info.per_minute * seconds / 60
+            if not (info.input_per_1m or info.output_per_1m):
+                return by_time
+            # Token-billed models answer with tokens; reserve whichever is larger.
+            return max(by_time, info.price(info.context_window, info.max_output_tokens))
+        return info.price(info.context_window, info.max_output_tokens)
+
     def max_cost(self, model: str, input_tokens: int, max_output: int | None = None) -> float:
         """The most a request can cost: every input token uncached, and the full output
         allowance (the caller's cap, or the model's maximum when none or a larger one is given).
@@ -158,7 +220,7 @@ def load(
         fields = override.given()
         if existing is None:
             missing = [f for f in _REQUIRED_NEW if fields.get(f) is None]
-            if fields.get("mode") != "embedding" and fields.get("output_per_1m") is None:
+            if fields.get("mode") in (None, "chat") and fields.get("output_per_1m") is None:
                 missing.append("output_per_1m")
             if missing:
                 raise errors.ConfigError(

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 Modality = Literal["text", "image", "audio", "video", "embeddings"]
-Mode = Literal["chat", "embedding"]
+#: ``image``: image generation; ``transcription``: speech to text (see :class:`ModelInfo`).
+Mode = Literal["chat", "embedding", "image", "transcription"]
 
 _PER_TOKEN = 1_000_000
 
@@ -47,6 +48,15 @@ class ModelInfo(BaseModel):
     replacement: str | None = None
     aliases: tuple[str, ...] = ()
     note: str | None = None
+    #: Image models priced per image: USD for one image (any size and quality) ...
+    per_image: float | None = Field(default=None, ge=0)
+    #: ... or by ``quality/size`` (``high/1024x1024``), ``size`` or ``quality``, most specific
+    #: first; ``per_image`` covers the rest. Token-priced image models (GPT Image) have neither:
+    #: their answer's usage is priced at ``input_per_1m`` / ``output_per_1m``.
+    per_image_by: dict[str, float] = Field(default_factory=dict)
+    #: Speech-to-text models priced per minute of audio (billed on the duration); a token
+    #: usage in the answer, where the model reports one, is priced by the token prices instead.
+    per_minute: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _output_fits(self) -> ModelInfo:
@@ -66,6 +76,19 @@ class ModelInfo(BaseModel):
         """Past its shutdown date: the provider no longer serves it."""
         today = today or dt.date.today()
         return self.deprecation_date is not None and self.deprecation_date < today
+
+    def image_price(
+        self, size: str | None = None, quality: str | None = None, *, dearest: bool = False
+    ) -> float | None:
+        """USD for one image of ``size`` and ``quality``; None when priced by tokens. With
+        ``dearest``, an unlisted size or quality costs the most any does (for reservations)."""
+        table = self.per_image_by
+        for key in (f"{quality}/{size}", size, quality):
+            if key is not None and key in table:
+                return table[key]
+        if dearest and table:
+            return max([*table.values(), self.per_image or 0.0])
+        return self.per_image
 
     def price(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> float:
         """USD for one request. ``input_tokens`` includes the cached ones (OpenAI's convention);
@@ -109,6 +132,9 @@ class ModelOverride(BaseModel):
     replacement: str | None = None
     aliases: tuple[str, ...] | None = None
     note: str | None = None
+    per_image: float | None = Field(default=None, ge=0)
+    per_image_by: dict[str, float] | None = None
+    per_minute: float | None = Field(default=None, ge=0)
 
     def given(self) -> dict[str, object]:
         """The fields the config actually set (an explicit ``null`` clears a field)."""

@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aiwire import errors, netguard
 
 log = logging.getLogger("aiwire.alerts")
 
@@ -36,11 +38,71 @@ class Webhook(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+class CredentialRule(BaseModel):
+    """A provider answered 401/403: its key expired, was revoked or rotated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+
+
+class ErrorRateRule(BaseModel):
+    """A deployment's share of failed upstream attempts over a sliding window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: Fires when failed / all attempts reaches this share ...
+    threshold: float = Field(default=0.5, gt=0, le=1)
+    #: ... over the last this many seconds ...
+    window_seconds: float = Field(default=300.0, gt=0)
+    #: ... once at least this many attempts were made in the window.
+    min_attempts: int = Field(default=20, ge=1)
+
+
+class SpendAnomalyRule(BaseModel):
+    """Spend (all keys together, and each key) in the current bucket against the average of
+    the buckets before it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: Fires when the current bucket's spend reaches ``factor`` x the trailing average ...
+    factor: float = Field(default=3.0, gt=1)
+    bucket_seconds: float = Field(default=300.0, gt=0)
+    #: ... of this many earlier buckets ...
+    trailing_buckets: int = Field(default=12, ge=1)
+    #: ... and is at least this many USD (small sums are noise).
+    min_usd: float = Field(default=1.0, ge=0)
+
+
+class AlertRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    credentials: CredentialRule = Field(default_factory=CredentialRule)
+    error_rate: ErrorRateRule = Field(default_factory=ErrorRateRule)
+    spend_anomaly: SpendAnomalyRule = Field(default_factory=SpendAnomalyRule)
+
+
 class AlertsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     webhooks: list[Webhook] = Field(default_factory=list)
     dedupe_seconds: float = Field(default=3600.0, ge=0)
+    #: What fires alerts besides budgets' soft limits and deprecated models (always on).
+    rules: AlertRules = Field(default_factory=AlertRules)
+    #: Webhook destinations allowed although not public (the SSRF guard refuses loopback,
+    #: private and link-local ones otherwise): hosts, ``*.domain``, IP addresses, CIDR blocks.
+    allow_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _allow_list(cls, value: list[str]) -> list[str]:
+        try:
+            netguard.AllowList.parse(value)
+        except errors.ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
 
 
 class Alerts:
@@ -99,15 +161,31 @@ class Alerts:
         host = urlsplit(hook.url).hostname or "?"
         headers = {"content-type": "application/json", **hook.headers}
         timeout = aiohttp.ClientTimeout(total=self._timeout)
+        # The SSRF guard: the URL, and every address the connection resolves to, must be public
+        # or in alerts.allow_hosts; redirects are not followed (they could lead anywhere).
+        allow = netguard.AllowList.parse(self.config.allow_hosts)
+        try:
+            await netguard.check_url_async(hook.url, allow)
+        except netguard.BlockedURLError as exc:
+            log.error("alert %s not sent to webhook at %s: %s", alert["kind"], host, exc.message)
+            return
+        except errors.ConnectionError:
+            pass  # not resolvable now: the connection resolves through the guard, or fails
         for attempt in range(self._retries):
+            connector = aiohttp.TCPConnector(resolver=netguard.GuardedResolver(allow))
             try:
                 async with (
-                    aiohttp.ClientSession(timeout=timeout) as session,
-                    session.post(hook.url, data=orjson.dumps(body), headers=headers) as resp,
+                    aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
+                    session.post(
+                        hook.url, data=orjson.dumps(body), headers=headers, allow_redirects=False
+                    ) as resp,
                 ):
                     if resp.status < 300:
                         return
                     problem = f"HTTP {resp.status}"
+            except netguard.BlockedURLError as exc:
+                problem = exc.message
+                break
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = type(exc).__name__
             await asyncio.sleep(0.5 * 2**attempt)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import orjson
@@ -43,6 +43,14 @@ from aiwire.types import (
     RawChatResponse,
     RawChunk,
 )
+
+if TYPE_CHECKING:
+    from aiwire.providers.media import (
+        ImageRequest,
+        ImageResponse,
+        TranscriptionRequest,
+        TranscriptionResponse,
+    )
 
 # --- capabilities -----------------------------------------------------------------------------
 
@@ -267,6 +275,32 @@ class Provider(ABC):
             param="model",
         )
 
+    async def images(self, request: ImageRequest, timeouts: Timeouts) -> ImageResponse:
+        """Generate images (``POST /v1/images/generations``). Adapters whose protocol has
+        image output implement it; the rest refuse by name."""
+        raise errors.BadRequestError(
+            f"provider type {self.type!r} has no image generation; route image models to an "
+            "openai (or OpenAI-compatible) or gemini provider",
+            provider=self.name,
+            model=request.model,
+            param="model",
+            code="unsupported_operation",
+        )
+
+    async def transcribe(
+        self, request: TranscriptionRequest, timeouts: Timeouts
+    ) -> TranscriptionResponse:
+        """Speech to text (``POST /v1/audio/transcriptions``). Adapters whose protocol has it
+        implement it; the rest refuse by name."""
+        raise errors.BadRequestError(
+            f"provider type {self.type!r} has no speech-to-text endpoint; route transcription "
+            "models to an openai (or OpenAI-compatible Whisper server) provider",
+            provider=self.name,
+            model=request.model,
+            param="model",
+            code="unsupported_operation",
+        )
+
     @abstractmethod
     def map_error(
         self, status: int, body: bytes, headers: Headers, model: str | None
@@ -391,6 +425,33 @@ class Provider(ABC):
                 model=model,
                 status=resp.status,
             ) from None
+
+    async def _post_form(
+        self,
+        url: str,
+        body: bytes,
+        content_type: str,
+        *,
+        timeouts: Timeouts,
+        model: str | None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
+        """POST an encoded form (a file upload); the response, an error status raised typed."""
+        headers = {**self._request_headers(), "content-type": content_type}
+        try:
+            resp = await self.http.request(
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                params=params,
+                timeout=timeouts.for_http(stream=False),
+            )
+        except TransportError as exc:
+            raise self._transport_error(exc, model) from None
+        if resp.status >= 400:
+            raise self.map_error(resp.status, resp.content, resp.headers, model)
+        return resp
 
     @contextlib.asynccontextmanager
     async def _open_stream(

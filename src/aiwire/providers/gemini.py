@@ -9,6 +9,7 @@ complete only if a ``finishReason`` arrived before the body ended). Errors are m
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -18,9 +19,11 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from aiwire import errors
+from aiwire import errors, netguard
+from aiwire.providers import gemini_images, url_fetch
 from aiwire.providers.base import Capabilities, Provider, Support, Timeouts, error_text
-from aiwire.providers.transport import Headers, TransportError
+from aiwire.providers.media import ImageRequest, ImageResponse, ImageUsage
+from aiwire.providers.transport import Headers, Transport, TransportError
 from aiwire.ratelimit import parse_go_duration
 from aiwire.types import (
     ChatChunk,
@@ -90,7 +93,8 @@ GEMINI_CAPABILITIES = Capabilities(
         ),
         "image_url": (
             "Gemini takes images inline only: aiwire downloads the https URL itself (at most "
-            "20 MB, an image/* content type, no redirects) and sends it as base64 `inlineData`"
+            "20 MB, an image/* content type, no redirects, public addresses unless allowed by "
+            "the provider's `fetch_allow` option) and sends it as base64 `inlineData`"
         ),
     },
 )
@@ -141,6 +145,9 @@ class GeminiProvider(Provider):
     type = "gemini"
     default_base_url = "https://generativelanguage.googleapis.com"
     capabilities = GEMINI_CAPABILITIES
+    #: Image downloads' own transport and allow-list (made on first use).
+    _images: Transport | None = None
+    _allow: netguard.AllowList | None = None
 
     # -- URLs and auth --
 
@@ -215,6 +222,30 @@ class GeminiProvider(Provider):
             usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
             provider=self.name,
         )
+
+    async def images(self, request: ImageRequest, timeouts: Timeouts) -> ImageResponse:
+        """Gemini image models (``generateContent`` with image output): one call per image,
+        run together (see :mod:`aiwire.providers.gemini_images`)."""
+        gemini_images.check(request, self.name)
+        body = gemini_images.body(request, self.name)
+        url = self._url(request.model, "generateContent")
+
+        async def one() -> Any:
+            data, _ = await self._post_json(url, body, timeouts=timeouts, model=request.model)
+            return data
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one()) for _ in range(request.count)]
+        except* errors.ProviderError as failed:
+            raise failed.exceptions[0] from None
+        images = [gemini_images.image_of(t.result(), self.name, request.model) for t in tasks]
+        usage = ImageUsage(
+            input_tokens=sum(u.input_tokens for _, u in images),
+            output_tokens=sum(u.output_tokens for _, u in images),
+            total_tokens=sum(u.total_tokens for _, u in images),
+        )
+        return ImageResponse(data=[i for i, _ in images], usage=usage, provider=self.name)
 
     def _check_embedding(self, request: EmbeddingRequest) -> None:
         # `encoding_format` is the gateway's business (it re-encodes floats); anything else unknown
@@ -328,7 +359,9 @@ class GeminiProvider(Provider):
         if parts.scheme != "https" or not parts.hostname:
             raise fail("only https:// URLs and base64 data URLs are accepted")
         try:
-            async with self.http.stream(
+            # The SSRF guard: no loopback, private or link-local destination unless allowed.
+            await url_fetch.check(url, self._fetch_allow())
+            async with self._fetcher().stream(
                 "GET", url, headers={}, timeout=timeouts.for_http(stream=True)
             ) as resp:
                 if resp.status != 200:
@@ -346,7 +379,35 @@ class GeminiProvider(Provider):
                         raise fail(f"over the {MAX_IMAGE_BYTES} byte limit")
         except TransportError as exc:
             raise fail(exc.kind) from None
+        except netguard.BlockedURLError as exc:
+            where_allow = f"providers.{self.name}.options.{url_fetch.ALLOW_OPTION}"
+            raise self._bad_request(
+                f"{where}: {exc.message} (allow-list: {where_allow})",
+                model,
+                where,
+                code="url_not_allowed",
+            ) from None
         return mime, bytes(content)
+
+    def _fetch_allow(self) -> netguard.AllowList:
+        if self._allow is None:
+            self._allow = url_fetch.allow_list(self.options, self.name)
+        return self._allow
+
+    def _fetcher(self) -> Transport:
+        """Image downloads resolve through the SSRF guard (a transport given to the provider -
+        a test's mock, a client set up your way - is used as given)."""
+        if not self._owns_http:
+            return self.http
+        if self._images is None:
+            self._images = url_fetch.GuardedTransport(self._fetch_allow())
+        return self._images
+
+    async def aclose(self) -> None:
+        if self._images is not None:
+            await self._images.aclose()
+            self._images = None
+        await super().aclose()
 
     def _call_parts(self, m: Message, i: int, model: str) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []

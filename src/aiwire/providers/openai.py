@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 
 from aiwire import errors
+from aiwire.providers import multipart
+from aiwire.providers.audio import duration_seconds
 from aiwire.providers.base import (
     FEATURES,
     Capabilities,
@@ -22,6 +24,14 @@ from aiwire.providers.base import (
     Support,
     Timeouts,
     error_text,
+)
+from aiwire.providers.media import (
+    TEXT_FORMATS,
+    ImageRequest,
+    ImageResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
+    TranscriptionUsage,
 )
 from aiwire.providers.transport import Headers, Response, StreamedResponse
 from aiwire.ratelimit import RateLimitInfo, parse_openai_headers
@@ -244,6 +254,87 @@ class OpenAIProvider(Provider):
         out.ratelimit = self.ratelimit(resp.headers)
         return out
 
+    async def images(self, request: ImageRequest, timeouts: Timeouts) -> ImageResponse:
+        data, resp = await self._post_json(
+            self._url(request.model, "images/generations"),
+            request.model_dump(exclude_none=True),
+            params=self._params(),
+            timeouts=timeouts,
+            model=request.model,
+        )
+        if isinstance(data, dict) and data.get("error"):
+            raise self._error_from_body(data, resp.status, resp.headers, request.model)
+        try:
+            out = ImageResponse.model_validate(data)
+        except ValueError:
+            raise errors.ServerError(
+                f"{self.name} answered with a body that is not an images response",
+                provider=self.name,
+                model=request.model,
+            ) from None
+        out.provider = self.name
+        out.ratelimit = self.ratelimit(resp.headers)
+        return out
+
+    async def transcribe(
+        self, request: TranscriptionRequest, timeouts: Timeouts
+    ) -> TranscriptionResponse:
+        body, content_type = multipart.encode(
+            _transcription_fields(request),
+            [("file", request.filename, request.content_type, request.file)],
+        )
+        resp = await self._post_form(
+            self._url(request.model, "audio/transcriptions"),
+            body,
+            content_type,
+            params=self._params(),
+            timeouts=timeouts,
+            model=request.model,
+        )
+        out = self._transcript(request, resp)
+        out.provider = self.name
+        out.ratelimit = self.ratelimit(resp.headers)
+        return out
+
+    def _transcript(self, request: TranscriptionRequest, resp: Response) -> TranscriptionResponse:
+        """The answer as sent, plus its text, duration and usage where it states them (the
+        file's header gives the duration otherwise)."""
+        media_type = str(resp.headers.get("content-type") or "").split(";")[0].strip()
+        if request.format in TEXT_FORMATS:
+            return TranscriptionResponse(
+                text=resp.content.decode("utf-8", "replace"),
+                duration=duration_seconds(request.file),
+                raw=resp.content,
+                media_type=media_type or "text/plain",
+            )
+        try:
+            data = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+            raise errors.ServerError(
+                f"{self.name} answered with a body that is not a transcription",
+                provider=self.name,
+                model=request.model,
+            )
+        raw_usage = data.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+        duration = data.get("duration")
+        if not isinstance(duration, int | float) and usage.get("type") == "duration":
+            duration = usage.get("seconds")
+        tokens = None
+        if usage.get("type") == "tokens":
+            tokens = TranscriptionUsage.model_validate(usage)
+        return TranscriptionResponse(
+            text=data["text"],
+            duration=float(duration)
+            if isinstance(duration, int | float)
+            else duration_seconds(request.file),
+            usage=tokens,
+            raw=resp.content,
+            media_type=media_type or "application/json",
+        )
+
     # -- errors and limits --
 
     def ratelimit(self, headers: Headers) -> RateLimitInfo | None:
@@ -328,6 +419,21 @@ class AzureOpenAIProvider(OpenAIProvider):
 
     def _auth_headers(self) -> dict[str, str]:
         return {"api-key": self.api_key.reveal()} if self.api_key else {}
+
+
+def _transcription_fields(request: TranscriptionRequest) -> list[tuple[str, str]]:
+    """The form fields of a transcription, as the official SDK spells them (arrays with
+    ``[]``); the file goes separately."""
+    fields = [("model", request.model)]
+    for name in ("language", "prompt", "response_format"):
+        value = getattr(request, name)
+        if value is not None:
+            fields.append((name, str(value)))
+    if request.temperature is not None:
+        fields.append(("temperature", repr(request.temperature)))
+    fields += [("timestamp_granularities[]", g) for g in request.timestamp_granularities]
+    fields += [("include[]", i) for i in request.include]
+    return fields + list(request.fields)
 
 
 def _request_id(headers: Headers) -> str | None:

@@ -12,6 +12,7 @@ from aiwire.errors import ConfigError
 from aiwire.providers.base import Provider
 
 _BUILTIN: dict[str, str] = {
+    "local": "aiwire.providers.local:LocalEmbeddingProvider",
     "openai": "aiwire.providers.openai:OpenAIProvider",
     "azure": "aiwire.providers.openai:AzureOpenAIProvider",
     "anthropic": "aiwire.providers.anthropic:AnthropicProvider",

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from aiwire import errors, tokens
+from aiwire import errors
 from aiwire.cache import (
     HEADER,
     HEADER_BYTES,
@@ -47,6 +47,7 @@ from aiwire.limits.pricing import (
 )
 from aiwire.limits.windows import window
 from aiwire.observability.alerts import Alerts
+from aiwire.rollouts.split import set_caller
 from aiwire.router import AttemptEvent, Router
 from aiwire.server import anthropic_wire, openai_wire
 from aiwire.server.admin import PREFIX as ADMIN_PREFIX
@@ -203,6 +204,10 @@ class _Outcome:
     #: Personal data was masked in the request; ``vault`` puts it back into the answer.
     masked: bool = False
     vault: Vault | None = None
+    #: What went upstream when it differs from the client's body (masked), and the answer
+    #: sent back: the request log keeps them only for keys that log content.
+    sent: ChatRequest | None = None
+    answer: bytes | None = None
 
 
 class Gateway:
@@ -235,7 +240,8 @@ class Gateway:
         self.cache = cache
         self.cache_config = cache_config or CacheConfig()
         self.guardrails = guardrails
-        #: The admin API under /admin/ (master key only), where the keys live.
+        #: The admin API under /admin/ (master or admin-scoped keys), where the keys live;
+        #: more admin routes: ``gateway.admin.include(router)``.
         self.admin = (
             None
             if keys is None
@@ -248,6 +254,7 @@ class Gateway:
                 if admission is not None and admission.book is not None
                 else None,
                 spent=self._budget_spent if admission is not None else None,
+                authenticate=self.principal,  # through the auth guard
             )
         )
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -258,12 +265,20 @@ class Gateway:
             ("GET", "/health/live"): self._live,
             ("GET", "/health/ready"): self._ready,
         }
+        from aiwire.server import media_api  # its handlers build on this module
+
+        #: ``/v1/images/generations`` and ``/v1/audio/transcriptions`` (``max_audio_bytes``).
+        self.media = media_api.MediaRoutes(self)
+        self._routes[("POST", media_api.IMAGES)] = self.media.images
+        self._routes[("POST", media_api.TRANSCRIPTIONS)] = self.media.transcriptions
         router.on_attempt.append(_record_attempt)
         #: Called with every finished request's log row, whether or not it reached a provider
         #: (metrics, alerts); rows of refused requests are not written to the store.
         self.observers: list[Callable[[RequestLogRow], None]] = []
         #: Consulted before and told after every authentication (repeated-failure throttling).
         self.auth_guard: AuthGuard | None = None
+        #: Wraps :meth:`serve_http` when browsers may call (``server.cors_origins``).
+        self.cors: ASGIApp | None = None
         #: Requests being answered right now (a gauge for metrics).
         self.inflight = 0
         self._mounts: list[tuple[str, ASGIApp]] = []
@@ -274,20 +289,27 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            handler = self._routes.get((scope["method"], scope["path"]))
-            if handler is not None:
-                await handler(scope, receive, send)
-                return
-            path = scope["path"]
-            mounted = self._mounted(path) if self._mounts else None
-            if mounted is not None:
-                await mounted(scope, receive, send)
-            elif self.admin is not None and path.startswith(ADMIN_PREFIX):
-                await self.admin(scope, receive, send)
+            if self.cors is None:
+                await self.serve_http(scope, receive, send)
             else:
-                await self._no_route(scope, send)
+                await self.cors(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+
+    async def serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One HTTP request: exact routes first, then mounted apps, then the admin API."""
+        handler = self._routes.get((scope["method"], scope["path"]))
+        if handler is not None:
+            await handler(scope, receive, send)
+            return
+        path = scope["path"]
+        mounted = self._mounted(path) if self._mounts else None
+        if mounted is not None:
+            await mounted(scope, receive, send)
+        elif self.admin is not None and path.startswith(ADMIN_PREFIX):
+            await self.admin(scope, receive, send)
+        else:
+            await self._no_route(scope, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -341,8 +363,6 @@ class Gateway:
         return None
 
     async def startup(self) -> None:
-        # The tokenizers (~1 s to build) load off the event loop, not on a first request.
-        await asyncio.to_thread(tokens.preload)
         if self.database is not None:
             await self.database.migrate()
         if self.writer is not None:
@@ -381,10 +401,11 @@ class Gateway:
         started = time.perf_counter()
         request_id = new_id("req_")
         try:
-            principal = await self._principal(scope)
+            principal = await self.principal(scope)
             body = await read_body(scope, receive, self.settings.max_body_bytes)
             request = wire.parse(body)
             principal.authorize(request.model, wire.endpoint)
+            set_caller(principal.key_id)  # sticky canary rollouts keep a key on its variant
         except ClientGone:
             return
         except BodyTooLarge as exc:
@@ -428,6 +449,7 @@ class Gateway:
             if redaction is not None:
                 outcome.vault = redaction.vault
                 outcome.masked = True
+                outcome.sent = request
         if self.cache is not None and not outcome.masked:  # answers with personal data: never
             try:
                 hit = await self._cached(scope, send, wire, principal, request, outcome)
@@ -480,7 +502,7 @@ class Gateway:
                 outcome.error = exc.code or type(exc).__name__
                 return
         outcome.finished = True
-        answer = wire.render(resp, request.model)
+        answer = outcome.answer = wire.render(resp, request.model)
         await respond(send, 200, answer, headers=outcome.headers)
         if outcome.cache_key is not None and self.cache is not None:
             ttl = self.cache_config.ttl
@@ -570,10 +592,11 @@ class Gateway:
         started = time.perf_counter()
         request_id = new_id("req_")
         try:
-            principal = await self._principal(scope)
+            principal = await self.principal(scope)
             body = await read_body(scope, receive, self.settings.max_body_bytes)
             request = openai_wire.parse_embeddings(body)
             principal.authorize(request.model, EMBEDDINGS)
+            set_caller(principal.key_id)
         except ClientGone:
             return
         except BodyTooLarge as exc:
@@ -605,7 +628,7 @@ class Gateway:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            principal = await self._principal(scope)
+            principal = await self.principal(scope)
         except errors.AIWireError as exc:
             await self._fail(send, openai_wire.error_body, exc, None)
             return
@@ -640,7 +663,9 @@ class Gateway:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _principal(self, scope: Scope) -> Principal:
+    async def principal(self, scope: Scope) -> Principal:
+        """The caller of the request ``scope`` describes, through the auth guard (429 for an
+        address that keeps presenting bad keys): what apps mounted on the gateway use."""
         guard = self.auth_guard
         if guard is None:
             return await self.auth.authenticate(presented_secret(scope["headers"]))
@@ -793,6 +818,22 @@ class Gateway:
             except Exception:  # the answer is out; a counter hiccup must not fail the request
                 log.exception("settling limits and budgets failed")
 
+    def _keeps_content(self, principal: Principal) -> bool:
+        """Content goes into the request log only where the deployment allows it
+        (``server.store_content``) and the key asked for it (its ``log_content`` option)."""
+        record = principal.record
+        return (
+            self.settings.store_content
+            and record is not None
+            and record.options.get("log_content") is True
+        )
+
+    def _prompt(self, principal: Principal, outcome: _Outcome, body: bytes | None) -> str | None:
+        if not self._keeps_content(principal):
+            return None
+        # Masked personal data stays masked in the log: keep what was sent, not the body.
+        return _content_of(outcome.sent) if outcome.sent is not None else _content(body)
+
     def _log(
         self,
         request_id: str,
@@ -826,7 +867,8 @@ class Gateway:
             retries=max(0, len(outcome.attempts) - 1),
             fallback=last.fallback if last else False,
             stream=bool(getattr(request, "stream", False)),
-            prompt=_content(body) if self.settings.store_content else None,
+            prompt=self._prompt(principal, outcome, body),
+            completion=_content(outcome.answer) if self._keeps_content(principal) else None,
             team=principal.record.team if principal.record is not None else None,
             cost_usd=outcome.cost,
             cache_hit=outcome.cache_hit,
@@ -892,6 +934,10 @@ async def _until_disconnect(work: Awaitable[None], receive: Receive, outcome: _O
     finally:
         watcher.cancel()
     return True
+
+
+def _content_of(sent: ChatRequest) -> str:
+    return sent.model_dump_json(exclude_none=True)
 
 
 def _content(body: bytes | None) -> str | None:

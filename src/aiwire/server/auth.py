@@ -4,6 +4,11 @@ A virtual key is looked up by the SHA-256 of its secret (so the dictionary looku
 about the secret through timing) and cached for ``ttl`` seconds, misses included, so a revoked
 key stops working within ``ttl`` (default 2 s; the documented bound is 5 s). The master key is
 compared in constant time.
+
+Scopes widen what a virtual key may do beyond model calls. The only one so far is ``admin``: the
+key may call the admin API (as the web console does). They are kept in the key's ``options``
+(``options["scopes"]``), so a rotation carries them to the successor and the audit trail records
+them with every other change to a key, without a schema change.
 """
 
 from __future__ import annotations
@@ -12,14 +17,21 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiwire import errors
 from aiwire.secrets import Secret
 from aiwire.store.keys import KeyRecord
 
 KEY_PREFIX = "aiw-"
+#: The scope that lets a virtual key call the admin API.
+ADMIN_SCOPE = "admin"
+#: Every scope a key can hold.
+SCOPES = (ADMIN_SCOPE,)
+#: The key option scopes are kept under (a list in :data:`KEY_OPTIONS`).
+SCOPES_OPTION = "scopes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +43,22 @@ class Principal:
     is_master: bool = False
     record: KeyRecord | None = None
 
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The key's scopes (:data:`SCOPES`); the master key needs none."""
+        if self.record is None:
+            return ()
+        return key_scopes(self.record.options)
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether this caller may use the admin API: the master key or an admin-scoped key."""
+        return self.is_master or ADMIN_SCOPE in self.scopes
+
     def authorize(self, model: str, endpoint: str) -> None:
         """Raise 403 unless this caller may use ``model`` on ``endpoint``."""
-        if self.record is None:
-            return
-        if not self.record.allows_endpoint(endpoint):
-            raise errors.PermissionDeniedError(
-                f"key {self.name!r} may not call {endpoint}; allowed: "
-                f"{', '.join(self.record.endpoints)}. Ask an admin to widen its scope.",
-                code="endpoint_not_allowed",
-            )
-        if not self.record.allows_model(model):
+        self.authorize_endpoint(endpoint)
+        if self.record is not None and not self.record.allows_model(model):
             raise errors.PermissionDeniedError(
                 f"key {self.name!r} may not use model {model!r}; allowed: "
                 f"{', '.join(self.record.models)}. Ask an admin to widen its scope.",
@@ -49,6 +66,23 @@ class Principal:
                 param="model",
                 code="model_not_allowed",
             )
+
+    def authorize_endpoint(self, endpoint: str) -> None:
+        """Raise 403 unless this caller may call ``endpoint``."""
+        if self.record is not None and not self.record.allows_endpoint(endpoint):
+            raise errors.PermissionDeniedError(
+                f"key {self.name!r} may not call {endpoint}; allowed: "
+                f"{', '.join(self.record.endpoints)}. Ask an admin to widen its scope.",
+                code="endpoint_not_allowed",
+            )
+
+
+def key_scopes(options: Mapping[str, Any]) -> tuple[str, ...]:
+    """The scopes kept in a key's ``options`` (unknown values are ignored, never honoured)."""
+    value = options.get(SCOPES_OPTION)
+    if not isinstance(value, list):
+        return ()
+    return tuple(s for s in SCOPES if s in value)
 
 
 _CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"api-key"})
@@ -74,6 +108,19 @@ def bearer(authorization: str | None, x_api_key: str | None, api_key: str | None
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
     return x_api_key or api_key or None
+
+
+#: Authenticates the request an ASGI scope describes (``Gateway.principal``: via the auth guard).
+ScopeAuth = Callable[[MutableMapping[str, Any]], Awaitable["Principal"]]
+
+
+def scope_auth(auth: Authenticator) -> ScopeAuth:
+    """A :data:`ScopeAuth` that asks ``auth`` directly (no auth guard): for apps served alone."""
+
+    async def authenticate(scope: MutableMapping[str, Any]) -> Principal:
+        return await auth.authenticate(presented_secret(scope["headers"]))
+
+    return authenticate
 
 
 class Authenticator:

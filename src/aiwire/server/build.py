@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiwire.cache import open_cache
 from aiwire.config import Config
+from aiwire.flows.server import mount_flows
 from aiwire.guardrails.gateway import Guardrails
 from aiwire.limits.admission import Admission, BudgetBook
 from aiwire.limits.health import HealthSync
@@ -13,10 +14,15 @@ from aiwire.limits.pricing import CatalogPricing, Pricing
 from aiwire.limits.redis_state import RedisState
 from aiwire.limits.state import LimitState, MemoryState
 from aiwire.observability.alerts import Alerts, Claim
+from aiwire.observability.install import install_observability
+from aiwire.rollouts.metrics import RolloutMetrics
 from aiwire.router import Router
 from aiwire.secrets import Secret
 from aiwire.server.app import Gateway, GatewaySettings
 from aiwire.server.auth import Authenticator
+from aiwire.server.authguard import install_auth_guard
+from aiwire.server.batch_api import mount_batches
+from aiwire.server.cors import install_cors
 from aiwire.store.budgets import BudgetRecord, BudgetStore
 from aiwire.store.db import Database
 from aiwire.store.keys import KeyStore
@@ -104,10 +110,18 @@ def build_gateway(
         cache_config=config.cache,
         guardrails=Guardrails(config.guardrails),
     )
+    install_auth_guard(gateway, state.redis if isinstance(state, RedisState) else None)
+    install_cors(gateway, config.server.cors_origins)
     if health is not None:
 
         async def start_health() -> None:
             health.start()
 
         gateway.mount_hooks(on_startup=start_health, on_shutdown=health.aclose)
-    return GatewayParts(gateway, database, keys, writer, budgets, state, alerts)
+    mount_batches(gateway, database)
+    mount_flows(gateway)  # flow webhooks, the review API, scheduled flows
+    if router.rollouts:  # per-variant latency, errors and cost of canary rollouts
+        gateway.observers.append(RolloutMetrics(router).observe)
+    parts = GatewayParts(gateway, database, keys, writer, budgets, state, alerts)
+    install_observability(parts, config, master_key=master_key)  # metrics, logs, alerts, traces
+    return parts

@@ -23,6 +23,13 @@ import orjson
 from pydantic import ValidationError
 
 from aiwire import errors
+from aiwire.providers.media import (
+    ImageRequest,
+    ImageResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
+)
+from aiwire.providers.multipart import Part
 from aiwire.server import sse
 from aiwire.types import (
     ChatChunk,
@@ -519,6 +526,86 @@ def render_embeddings(
     )
 
 
+# --- images and speech to text ----------------------------------------------------------------
+
+
+def parse_images(body: bytes) -> ImageRequest:
+    """An OpenAI ``POST /v1/images/generations`` body. Unknown fields are kept for
+    OpenAI-compatible upstreams; fields choosing the upstream are refused."""
+    data = load_object(body)
+    refuse_upstream_fields(data)
+    try:
+        return ImageRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_request(exc, data) from None
+
+
+def render_images(resp: ImageResponse) -> bytes:
+    """OpenAI's images response (with whatever else the upstream answered, e.g. GPT Image's
+    ``size``/``quality``), aiwire's own fields left out."""
+    return orjson.dumps(resp.model_dump(exclude_none=True))
+
+
+#: Form fields of a transcription that may be repeated (the SDK sends them as ``name[]``).
+_LIST_FIELDS = ("timestamp_granularities", "include")
+_TRANSCRIPTION_FIELDS = ("model", "language", "prompt", "response_format", "temperature")
+
+
+def parse_transcription(parts: list[Part]) -> TranscriptionRequest:
+    """An OpenAI ``POST /v1/audio/transcriptions`` form (see :mod:`aiwire.providers.multipart`)
+    as a canonical request. Fields aiwire has no name for are kept for the upstream; fields
+    choosing the upstream, a second file and ``stream`` (not served here) are refused."""
+    known: dict[str, Any] = {}
+    lists: dict[str, list[str]] = {name: [] for name in _LIST_FIELDS}
+    other: list[tuple[str, str]] = []
+    upload: Part | None = None
+    for part in parts:
+        if part.filename is not None or part.name == "file":
+            if part.name != "file" or upload is not None:
+                raise errors.BadRequestError(
+                    f"Unexpected file field '{part.name}': send one audio file, as 'file'.",
+                    param=part.name,
+                    code="invalid_value",
+                )
+            upload = part
+            continue
+        name = part.name.removesuffix("[]")
+        if name in UPSTREAM_FIELDS:
+            raise _upstream_refusal(name)
+        if name == "stream":
+            if part.text.strip().lower() in ("true", "1"):
+                raise errors.BadRequestError(
+                    "Streamed transcriptions are not served by this gateway; leave out 'stream'.",
+                    param="stream",
+                    code="unsupported_parameter",
+                )
+        elif name in _LIST_FIELDS:
+            lists[name].append(part.text)
+        elif name in _TRANSCRIPTION_FIELDS:
+            known[name] = part.text
+        else:
+            other.append((part.name, part.text))
+    if upload is None:
+        raise errors.BadRequestError(
+            "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+        )
+    data: dict[str, Any] = {**known, **lists, "fields": other, "file": upload.data}
+    data["filename"] = upload.filename or "audio"
+    data["content_type"] = upload.content_type or "application/octet-stream"
+    try:
+        return TranscriptionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_request(exc, {k: v for k, v in data.items() if k != "file"}) from None
+
+
+def render_transcription(resp: TranscriptionResponse) -> tuple[bytes, bytes]:
+    """The body and content type of a transcription answer: the upstream's own, or (from an
+    adapter that built it) OpenAI's ``{"text": ...}``."""
+    if resp.raw:
+        return resp.raw, resp.media_type.encode("latin-1")
+    return orjson.dumps({"text": resp.text}), b"application/json"
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 # The status codes both official SDKs retry on their own.
@@ -616,9 +703,13 @@ __all__ = [
     "load_object",
     "parse_chat",
     "parse_embeddings",
+    "parse_images",
+    "parse_transcription",
     "refuse_upstream_fields",
     "render_chat",
     "render_embeddings",
+    "render_images",
+    "render_transcription",
     "retry_headers",
     "status_of",
     "usage_dict",

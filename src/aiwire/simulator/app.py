@@ -11,8 +11,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aiwire.simulator import anthropic_api, bedrock_api, gemini_api, openai_api, tgi_api, vertex_api
+from aiwire.simulator.batch_api import ROUTES as BATCH_ROUTES
 from aiwire.simulator.config import SimulatorConfig
 from aiwire.simulator.gate import SimState
+from aiwire.simulator.media_api import ROUTES as MEDIA_ROUTES
 from aiwire.simulator.wire import RAW_SEND_KEY
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -101,6 +103,8 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         Route("/model/{rest:path}", bedrock_api.not_found, methods=_METHODS),
         Route("/generate", tgi_api.generate_text, methods=["POST"]),
         Route("/generate_stream", tgi_api.generate_stream, methods=["POST"]),
+        *BATCH_ROUTES,  # OpenAI Batch + Anthropic Message Batches (before the catch-all)
+        *MEDIA_ROUTES,  # images/generations, audio/transcriptions (OpenAI and Azure)
         Route("/{path:path}", not_found, methods=_METHODS),
     ]
     app = SimulatorApp(routes=routes)

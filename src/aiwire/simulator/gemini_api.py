@@ -12,6 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aiwire.simulator import media_api
 from aiwire.simulator.embeddings import embed
 from aiwire.simulator.engine import Generation, GenerationRequest, Tool, count_tokens, generate
 from aiwire.simulator.errors import auth_error, gemini_error
@@ -270,6 +271,22 @@ async def _generate(
         req, count = parse_generate(body)
     except (BadRequestBody, RequestError) as exc:
         return gemini_error(400, str(exc), headers=headers)
+    if not streaming and media_api.wants_image(body):  # image models (see media_api)
+        image = media_api.gemini_image_response(model, body)
+        tokens = image["usageMetadata"]["totalTokenCount"]
+        admitted = await admit(
+            request,
+            "gemini",
+            model,
+            api_key=key,
+            estimate=tokens,
+            actual=tokens,
+            headers=headers,
+            stream=False,
+        )
+        if not isinstance(admitted, Admitted):
+            return admitted
+        return json_response(image, headers=admitted.headers)
     gens = [generate(req if i == 0 else replace(req, variant=i)) for i in range(count)]
     out = sum(g.output_tokens for g in gens)
     admitted = await admit(

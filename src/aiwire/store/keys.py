@@ -159,6 +159,8 @@ KEY_OPTIONS: dict[str, type] = {
     "log_content": bool,
     "retention_days": int,
     "pii": str,
+    #: What else the key may do beyond model calls (``admin``); checked by the admin API.
+    "scopes": list,
 }
 
 

@@ -215,3 +215,305 @@ class CachedResponse(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_response_cache_expires_at", "expires_at"),)
+
+
+class BatchFile(Base):
+    """A file of the batch API (``/v1/files``): an uploaded input (``purpose=batch``) or a
+    batch's output or error file (``batch_output``). ``key_id`` is the key that owns it (None:
+    the master key, or a local ``aiwire batch run``)."""
+
+    __tablename__ = "batch_files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str]
+    size: Mapped[int] = mapped_column("bytes")
+    content: Mapped[bytes]  # LargeBinary: BLOB on SQLite, BYTEA on PostgreSQL
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_batch_files_key_id_created_at", "key_id", "created_at"),)
+
+
+class Batch(Base):
+    """A batch (``/v1/batches``, ``aiwire batch run``): OpenAI's batch object, plus how it runs.
+
+    ``status`` uses OpenAI's vocabulary and each ``*_at`` timestamp is set once, on the
+    transition it names. ``mode`` is ``emulate`` (each line through the router at full price)
+    or ``native`` (the provider's own batch API at its batch price; ``native`` holds that
+    batch's provider, id and state). ``owner``/``lease_until``: the worker submitting to or
+    polling the provider; ``run_key`` identifies a local run (input hash + arguments)."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    team: Mapped[str | None]
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None]
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    errors: Mapped[dict[str, Any] | None]
+    total: Mapped[int]
+    max_attempts: Mapped[int]
+    estimate_usd: Mapped[float] = mapped_column(Float)
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    native: Mapped[dict[str, Any] | None]
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    run_key: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    in_progress_at: Mapped[datetime | None]
+    finalizing_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]
+    cancelling_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_batches_status", "status"),
+        Index("ix_batches_key_id_created_at", "key_id", "created_at"),
+        Index("ux_batches_run_key", "run_key", unique=True),
+    )
+
+
+class BatchLine(Base):
+    """One request of a batch and its durable state: ``pending``, ``in_flight`` (claimed by
+    ``owner`` until ``lease_until``), ``succeeded``, ``errored``, ``cancelled`` or ``expired``.
+    ``attempts`` counts dispatches (incremented, and committed, before each upstream call); the
+    outcome (``status_code``, ``response`` body or ``error``) is written in the same transaction
+    as the state that says the line is done, so a restart never repeats a completed call."""
+
+    __tablename__ = "batch_lines"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64))
+    idx: Mapped[int]
+    custom_id: Mapped[str]
+    model: Mapped[str]
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int]
+    not_before: Mapped[datetime | None]
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    status_code: Mapped[int | None]
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    response: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[dict[str, Any] | None]
+    input_tokens: Mapped[int]
+    output_tokens: Mapped[int]
+    cost_usd: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ux_batch_lines_batch_id_custom_id", "batch_id", "custom_id", unique=True),
+        Index("ix_batch_lines_batch_id_state_idx", "batch_id", "state", "idx"),
+    )
+
+
+class FlowDefinition(Base):
+    """A flow file the runner has loaded (``aiwire review`` and ``flow replay`` find it again
+    by name); ``digest`` is the SHA-256 of its text."""
+
+    __tablename__ = "flow_definitions"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str | None] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+
+class FlowRecord(Base):
+    """One source record of a flow and its durable state: ``pending``, ``running`` (claimed by
+    ``owner`` until ``lease_until``), ``waiting_review``, ``done``, ``filtered``, ``rejected``,
+    ``dead``. ``data`` is the record after the last completed step and ``position`` the index
+    of the next step (``len(steps)``: the sinks); both are written in the step's checkpoint
+    transaction, so a restart resumes after the last completed step."""
+
+    __tablename__ = "flow_records"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    source: Mapped[dict[str, Any]]
+    data: Mapped[dict[str, Any]]
+    position: Mapped[int]
+    attempts: Mapped[int]
+    owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None]
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ux_flow_records_flow_key", "flow", "key", unique=True),
+        Index("ix_flow_records_flow_state", "flow", "state"),
+    )
+
+
+class FlowStep(Base):
+    """A step's checkpoint for one record: status, timing, tokens, cost, confidence and (for
+    model, classify, chunk and review steps) its output."""
+
+    __tablename__ = "flow_steps"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    step: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    ms: Mapped[float] = mapped_column(Float)
+    calls: Mapped[int]
+    input_tokens: Mapped[int]
+    output_tokens: Mapped[int]
+    cost_usd: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    output: Mapped[dict[str, Any] | None]
+    finished_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ux_flow_steps_flow_key_step", "flow", "key", "step", unique=True),
+        Index("ix_flow_steps_run_id", "run_id"),
+    )
+
+
+class FlowDelivery(Base):
+    """A sink write for one record: ``pending`` (about to be written, with the payload's
+    ``fingerprint``) then ``delivered``. A record never gets a second write to a sink whose
+    delivery is ``delivered``; a ``pending`` one is checked against the destination first."""
+
+    __tablename__ = "flow_deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    sink: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int]
+    response_status: Mapped[int | None]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ux_flow_deliveries_flow_key_sink", "flow", "key", "sink", unique=True),
+    )
+
+
+class FlowDeadLetter(Base):
+    """A record that failed after its retries: where (``stage``: a step or sink id), why
+    (``error_class``, scrubbed ``error``, ``details`` such as validation errors and the model's
+    last answer) and the record as it was. ``status``: ``open``, ``replayed`` or ``discarded``."""
+
+    __tablename__ = "flow_dead_letters"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    stage: Mapped[str] = mapped_column(String(64))
+    error_class: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None]
+    record: Mapped[dict[str, Any]]
+    attempts: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_flow_dead_letters_flow_status", "flow", "status"),)
+
+
+class FlowRun(Base):
+    """One run of a flow: trigger, outcome, record counts, and per step (``steps``) the count,
+    time, tokens and cost; totals in their own columns for reports."""
+
+    __tablename__ = "flow_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    #: The process running it (``host:pid:token``): a run left ``running`` by a dead process
+    #: is marked ``interrupted`` by the next run.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    digest: Mapped[str | None] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]]
+    steps: Mapped[dict[str, Any]]
+    input_tokens: Mapped[int]
+    output_tokens: Mapped[int]
+    cost_usd: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_flow_runs_flow_started_at", "flow", "started_at"),)
+
+
+class FlowReview(Base):
+    """A record held for a person at a ``review`` step. ``draft`` is what the model proposed
+    (the shown fields), ``source`` the record as it came in; the decision (``approved``,
+    ``edited``, ``rejected``, ``auto_approved``, ``expired``) is audited."""
+
+    __tablename__ = "flow_reviews"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    step: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    draft: Mapped[dict[str, Any]]
+    source: Mapped[dict[str, Any]]
+    editable: Mapped[list[str]]
+    instructions: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    edits: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    due_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ux_flow_reviews_flow_key_step", "flow", "key", "step", unique=True),
+        Index("ix_flow_reviews_status_created_at", "status", "created_at"),
+        Index("ix_flow_reviews_flow_status", "flow", "status"),
+    )
+
+
+class FlowEvent(Base):
+    """A webhook event a flow accepted: the unique ``(flow, event_id)`` is what drops a
+    re-sent event."""
+
+    __tablename__ = "flow_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))
+    received_at: Mapped[datetime]
+
+    __table_args__ = (Index("ux_flow_events_flow_event_id", "flow", "event_id", unique=True),)
+
+
+class FlowCursor(Base):
+    """Where an incremental source stopped (the highest cursor value ingested), per flow."""
+
+    __tablename__ = "flow_cursors"
+
+    flow: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
