@@ -254,6 +254,13 @@ class Config(_Strict):
                         f"models[{i}] ({dep.name}): fallback {fb!r} is not a model name"
                     )
         self.rollouts()  # a rollout that names no deployment, or misses one, fails here
+        semantic = self.cache.semantic
+        if semantic is not None and semantic.model not in names:
+            raise ConfigError(
+                f"cache.semantic.model: {semantic.model!r} is not a model name "
+                f"(models: {', '.join(sorted(names)) or 'none'}); name an embeddings model, "
+                "e.g. one with type: local"
+            )
 
     def rollouts(self) -> dict[str, Rollout]:
         """The canary rollouts by model name (see :mod:`aiwire.rollouts`); ConfigError

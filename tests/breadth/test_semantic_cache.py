@@ -3,16 +3,29 @@ above its threshold and not below, only within its model, context and tenant."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from tests.breadth.conftest import require_local
+from tests.breadth.conftest import MASTER, Gateway, breadth_config, require_local
 
-from aiwire.cache import Entry, SemanticCache, SemanticConfig, open_semantic, scope_for
-from aiwire.config import Config
+from aiwire.cache import (
+    CacheConfig,
+    Entry,
+    SemanticCache,
+    SemanticConfig,
+    open_semantic,
+    scope_for,
+)
+from aiwire.config import Config, ConfigError, DeploymentConfig, ProviderConfig
 from aiwire.providers.base import Timeouts
 from aiwire.providers.local import MODEL, LocalEmbeddingProvider
 from aiwire.router import Router
+from aiwire.secrets import Secret
+from aiwire.server.build import build_gateway
+from aiwire.serving import BackgroundServer
+from aiwire.simulator import SimulatorServer
 from aiwire.types import ChatRequest, EmbeddingRequest, ImagePart, ImageURL, Message, TextPart
 
 QUESTION = "How do I reset my password?"
@@ -161,3 +174,43 @@ async def test_config_builds_it_over_a_router_embeddings_model() -> None:
     assert await cache.lookup(KEY_A, "openai", ask(PARAPHRASE), False) is not None
     assert open_semantic(None, router, ttl=60) is None
     await router.aclose()
+
+
+def test_the_gateway_serves_a_paraphrase_from_the_semantic_cache(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    config = breadth_config(
+        simulator.url,
+        providers={"local": ProviderConfig(type="local")},
+        models=[DeploymentConfig(name="local-embed", provider="local", model=MODEL)],
+        cache=CacheConfig(semantic=SemanticConfig(model="local-embed", threshold=0.6)),
+    )
+    parts = build_gateway(
+        config, store_url=f"sqlite:///{tmp_path / 'a.db'}", master_key=Secret(MASTER)
+    )
+    with BackgroundServer(parts.gateway, lifespan="on") as server:
+        gw = Gateway(server, parts, tmp_path / "a.db")
+        alice, bob = gw.key(), gw.key()
+
+        def ask_gw(text: str, key: str) -> httpx.Response:
+            body = {"model": "sim-gpt", "temperature": 0, "max_tokens": 20,
+                    "messages": [{"role": "user", "content": text}]}  # fmt: skip
+            r = httpx.post(f"{gw.url}/v1/chat/completions", json=body,
+                           headers={"authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+            assert r.status_code == 200, r.text
+            return r
+
+        first = ask_gw(QUESTION, alice)
+        assert first.headers["x-aiwire-cache"] == "miss"
+        again = ask_gw(PARAPHRASE, alice)
+        assert again.headers["x-aiwire-cache"] == "hit" and again.content == first.content
+        assert gw.row(again.headers["x-request-id"], "cache_hit, cost_usd") == (1, 0.0)
+        assert ask_gw(UNRELATED, alice).headers["x-aiwire-cache"] == "miss"
+        # never across keys (cache.scope defaults to the key)
+        assert ask_gw(PARAPHRASE, bob).headers["x-aiwire-cache"] == "miss"
+    assert parts.gateway.semantic is not None and parts.gateway.semantic.stats().hits == 1
+
+
+def test_a_semantic_cache_must_name_a_configured_model() -> None:
+    with pytest.raises(ConfigError, match=r"cache\.semantic\.model: .nope. is not a model name"):
+        Config.from_dict({"cache": {"semantic": {"model": "nope"}}})

@@ -35,6 +35,7 @@ from aiwire.cache import (
     replay,
     scope_for,
 )
+from aiwire.cache.semantic import SemanticCache
 from aiwire.guardrails.gateway import Guardrails
 from aiwire.guardrails.restore import Vault
 from aiwire.limits.admission import Admission, Refused, Ticket
@@ -201,6 +202,8 @@ class _Outcome:
     #: The response cache: the key to store this answer under (None: not stored).
     cache_key: str | None = None
     cache_hit: bool = False
+    #: The semantic cache's tenant scope for this request (None: not stored there).
+    semantic_scope: str | None = None
     #: Personal data was masked in the request; ``vault`` puts it back into the answer.
     masked: bool = False
     vault: Vault | None = None
@@ -227,6 +230,7 @@ class Gateway:
         cache: CacheBackend | None = None,
         cache_config: CacheConfig | None = None,
         guardrails: Guardrails | None = None,
+        semantic: SemanticCache | None = None,
     ) -> None:
         self.router = router
         self.auth = auth
@@ -239,6 +243,8 @@ class Gateway:
         self.budgets = budgets
         self.cache = cache
         self.cache_config = cache_config or CacheConfig()
+        #: Paraphrases of cached questions (``cache.semantic``), looked up after an exact miss.
+        self.semantic = semantic
         self.guardrails = guardrails
         #: The admin API under /admin/ (master or admin-scoped keys), where the keys live;
         #: more admin routes: ``gateway.admin.include(router)``.
@@ -504,9 +510,9 @@ class Gateway:
         outcome.finished = True
         answer = outcome.answer = wire.render(resp, request.model)
         await respond(send, 200, answer, headers=outcome.headers)
-        if outcome.cache_key is not None and self.cache is not None:
-            ttl = self.cache_config.ttl
-            await self.cache.set(outcome.cache_key, Entry.whole(answer, usage=resp.usage, ttl=ttl))
+        if outcome.cache_key is not None:
+            entry = Entry.whole(answer, usage=resp.usage, ttl=self.cache_config.ttl)
+            await self._remember(outcome, wire, request, entry)
 
     async def _stream(
         self,
@@ -577,12 +583,11 @@ class Gateway:
             outcome.finished = True
             last = streamer.end()
             await end_stream(send, last)
-            if recorder is not None and self.cache is not None and outcome.cache_key is not None:
+            if recorder is not None and outcome.cache_key is not None:
                 recorder.add(last)
-                ttl = self.cache_config.ttl
-                entry = recorder.entry(usage=outcome.usage, ttl=ttl)
+                entry = recorder.entry(usage=outcome.usage, ttl=self.cache_config.ttl)
                 if entry is not None:
-                    await self.cache.set(outcome.cache_key, entry)
+                    await self._remember(outcome, wire, request, entry)
         finally:
             await chunks.aclose()
 
@@ -727,16 +732,38 @@ class Gateway:
             request,
             bool(request.stream),
         )
+        stream = bool(request.stream)
+        semantic_scope = (
+            None
+            if self.semantic is None or cfg.semantic is None
+            else scope_for(cfg.semantic.scope or cfg.scope, principal.key_id, team)
+        )
         if decision.lookup:
             entry = await self.cache.get(key)
+            if entry is None and semantic_scope is not None:
+                assert self.semantic is not None
+                entry = await self.semantic.lookup(semantic_scope, wire.protocol, request, stream)
             if entry is not None:
                 outcome.finished = outcome.cache_hit = True
                 outcome.usage = entry.usage
                 await replay(send, entry, headers=outcome.headers)
                 return True
         outcome.cache_key = key
+        outcome.semantic_scope = semantic_scope
         outcome.headers.append((HEADER, MISS))
         return False
+
+    async def _remember(
+        self, outcome: _Outcome, wire: _Wire, request: ChatRequest, entry: Entry
+    ) -> None:
+        """Store an answer under its exact key, and under its question's meaning when the
+        semantic cache is on."""
+        assert self.cache is not None and outcome.cache_key is not None
+        await self.cache.set(outcome.cache_key, entry)
+        if self.semantic is not None and outcome.semantic_scope is not None:
+            await self.semantic.store(
+                outcome.semantic_scope, wire.protocol, request, bool(request.stream), entry
+            )
 
     # -- admission: key limits and budgets ------------------------------------------------
 

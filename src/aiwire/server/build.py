@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiwire.cache import open_cache
+from aiwire.cache.semantic import open_semantic
 from aiwire.config import Config
 from aiwire.flows.server import mount_flows
 from aiwire.guardrails.gateway import Guardrails
@@ -109,6 +110,9 @@ def build_gateway(
         cache=cache,
         cache_config=config.cache,
         guardrails=Guardrails(config.guardrails),
+        semantic=open_semantic(config.cache.semantic, router, ttl=config.cache.ttl)
+        if cache is not None
+        else None,
     )
     install_auth_guard(gateway, state.redis if isinstance(state, RedisState) else None)
     install_cors(gateway, config.server.cors_origins)
