@@ -32,6 +32,9 @@ def test_demo_runs_offline_and_shows_every_part() -> None:
         "The gateway",
         "Cost control",
         "Cache and privacy",
+        "Batch",
+        "Flows",
+        "Operations",
         "Usage report",
     ):
         assert part in out
@@ -47,7 +50,16 @@ def test_demo_runs_offline_and_shows_every_part() -> None:
     assert "budget exceeded" in out
     assert "x-aiwire-cache miss then hit" in out
     assert "<EMAIL_1>" in out and "anna.berg@northwind.test or" not in out
-    assert "request log holds 9 rows" in out
+    # batch: 40 lines for a Claude model through OpenAI's batch format
+    assert "completed: 40/40 lines" in out
+    # flows: a signed webhook, a forged one refused, review decisions reach the destination
+    assert "3 signed refund requests accepted; a forged one: 401" in out
+    assert "R-1 (19 EUR) went out at once; R-2, R-3 wait for review" in out
+    assert "R-1 (19 EUR, sent by auto)" in out and "R-3 (95 EUR, sent by maria)" in out
+    assert "Refund of 240 EUR approved" in out
+    assert "aiwire_requests_total" in out
+    assert "hash chain intact: True" in out and "intact False, first bad row 2" in out
+    assert "request log holds 49 rows" in out
 
 
 def test_chat_streams_with_the_simulator() -> None:

@@ -3,9 +3,13 @@ reached over plain HTTP the way applications reach it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import tempfile
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +18,7 @@ from rich.table import Table
 
 from aiwire.config import simulator_config
 from aiwire.demo_common import short, step
+from aiwire.demo_work import Admin, audit_step, batch_step, flow_step, operations_step, write_flow
 from aiwire.guardrails import PIIPolicy
 from aiwire.guardrails.gateway import GuardrailsConfig
 from aiwire.secrets import Secret
@@ -55,7 +60,7 @@ def gateway_tour(console: Console, sim_url: str) -> None:
     config.guardrails = GuardrailsConfig(
         models={"sim-claude": PIIPolicy(action="mask", kinds=["email", "phone"], restore=False)}
     )
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _flows_from(write_flow(Path(tmp) / "flows")):
         store = f"{tmp}/aiwire.db"
         parts = build_gateway(config, store_url=f"sqlite:///{store}", master_key=Secret(master))
         with BackgroundServer(parts.gateway, lifespan="on") as gw, httpx.Client() as client:
@@ -63,7 +68,12 @@ def gateway_tour(console: Console, sim_url: str) -> None:
             _keys_and_protocols(console, http)
             _cost_control(console, http)
             _cache_and_pii(console, http)
+            admin = Admin(gw.url, master, client)
+            batch_step(console, admin, 11)
+            flow_step(console, admin, Path(tmp) / "flows", 12)
+            operations_step(console, admin, 13)
             _usage(console, http)
+        audit_step(console, Path(store))
         with sqlite3.connect(store) as db:
             n, tokens, cost = db.execute(
                 "select count(*), coalesce(sum(input_tokens + output_tokens), 0), "
@@ -162,7 +172,7 @@ def _cache_and_pii(console: Console, http: _Http) -> None:
 
 
 def _usage(console: Console, http: _Http) -> None:
-    step(console, 11, "Usage report", "aiwire usage --by key (also GET /admin/usage, CSV/JSON)")
+    step(console, 14, "Usage report", "aiwire usage --by key (also GET /admin/usage, CSV/JSON)")
     report = http.admin("GET", "/usage?by=key&since=1d")
     table = Table(show_header=True, header_style="bold")
     for col in ("key", "requests", "errors", "cache hits", "tokens", "cost"):
@@ -179,3 +189,17 @@ def _usage(console: Console, http: _Http) -> None:
             f"${row.get('cost_usd', 0.0):.6f}",
         )
     console.print(table)
+
+
+@contextlib.contextmanager
+def _flows_from(folder: Path) -> Iterator[None]:
+    """``AIWIRE_FLOWS`` pointed at ``folder`` while the demo's gateway starts, then restored."""
+    saved = os.environ.get("AIWIRE_FLOWS")
+    os.environ["AIWIRE_FLOWS"] = str(folder)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("AIWIRE_FLOWS", None)
+        else:
+            os.environ["AIWIRE_FLOWS"] = saved
