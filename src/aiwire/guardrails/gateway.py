@@ -19,7 +19,7 @@ class GuardrailsConfig(BaseModel):
     """``guardrails:`` in the config::
 
     guardrails:
-      pii: {action: mask, kinds: [email, phone, payment_card, iban]}   # every request
+      pii: {action: mask, kinds: [email, phone, credit_card, iban]}    # every request
       models:
         gpt-4o: {action: block}                 # this model name's own policy
       hooks:

@@ -4,9 +4,10 @@ before it returns, and may reject either.
 ::
 
     # config
-    content_hooks:
-      - {path: "acme.policy:no_internal_codenames"}               # requests and responses
-      - {path: "acme.policy:audit_answer", stages: [response], thread: true}
+    guardrails:
+      hooks:
+        - {path: "acme.policy:no_internal_codenames"}             # requests and responses
+        - {path: "acme.policy:audit_answer", stages: [response], thread: true}
 
     # acme/policy.py
     from aiwire.guardrails import HookContext, Reject
