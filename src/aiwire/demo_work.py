@@ -158,7 +158,7 @@ def flow_step(console: Console, gw: Admin, folder: Path, n: int) -> None:
                 "content-type": "application/json",
                 "x-timestamp": str(ts),
                 "x-signature": sign(WEBHOOK_SECRET, body, ts),
-                "x-event-id": event["request_id"],
+                "x-event-id": str(event["request_id"]),
             },
         )
         r.raise_for_status()

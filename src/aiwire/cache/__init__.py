@@ -51,7 +51,6 @@ from aiwire.cache.policy import (
 from aiwire.cache.redis_cache import RedisCache
 from aiwire.cache.replay import replay, replay_body, replay_events
 from aiwire.cache.semantic import SemanticCache, SemanticConfig, open_semantic
-from aiwire.cache.sql import SQLCache
 
 __all__ = [
     "DEFAULT_MAX_ENTRY_BYTES",
@@ -91,3 +90,12 @@ __all__ = [
     "replay_events",
     "scope_for",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # SQLCache pulls in SQLAlchemy: imported on first use, so `import aiwire` stays light.
+    if name == "SQLCache":
+        from aiwire.cache.sql import SQLCache
+
+        return SQLCache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

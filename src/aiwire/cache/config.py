@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,9 +26,10 @@ from aiwire.cache.memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryCa
 from aiwire.cache.policy import Mode
 from aiwire.cache.redis_cache import DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisCache
 from aiwire.cache.semantic import SemanticConfig
-from aiwire.cache.sql import SQLCache
 from aiwire.errors import ConfigError
-from aiwire.store.db import Database
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when the sql backend is chosen (a faster CLI start)
+    from aiwire.store.db import Database
 
 
 class CacheConfig(BaseModel):
@@ -92,6 +93,8 @@ def open_cache(
     if config.backend == "sql":
         if database is None:
             raise ConfigError("cache.backend: sql needs the gateway's store (server.store)")
+        from aiwire.cache.sql import SQLCache
+
         return SQLCache(database, max_entry_bytes=config.max_entry_bytes)
     if redis_url is None and redis_client is None:
         raise ConfigError(

@@ -7,12 +7,16 @@ when no policy is active.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiwire.guardrails.hooks import ContentHookConfig, ContentPolicy
 from aiwire.guardrails.pii import Action, PIIGuard, PIIPolicy, Redaction
-from aiwire.store.keys import KeyRecord
 from aiwire.types import ChatRequest
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is not needed to read a config
+    from aiwire.store.keys import KeyRecord
 
 
 class GuardrailsConfig(BaseModel):
