@@ -246,7 +246,11 @@ def _num(value: Any) -> float:
 class RedisState(LimitState):
     """The :class:`LimitState` contract on a Redis server (``redis://host:port/db``)."""
 
-    def __init__(self, url: str, *, prefix: str = "aiw:", clock: Any = None) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "aiw:", clock: Any = None, timeout: float = 1.0
+    ) -> None:
+        """``timeout``: seconds to connect and per command; past it the call fails (and
+        :class:`~aiwire.limits.fallback.FallbackState` counts in process for a while)."""
         try:
             import redis.asyncio as aioredis
         except ImportError:  # pragma: no cover - redis is a dependency
@@ -254,7 +258,9 @@ class RedisState(LimitState):
         import time
 
         self.url = url
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         self._prefix = prefix
         self._clock = clock or time.time
         recovery, floor = repr(RECOVERY), repr(MIN_FACTOR)

@@ -10,6 +10,7 @@ from aiwire.config import Config
 from aiwire.flows.server import mount_flows
 from aiwire.guardrails.gateway import Guardrails
 from aiwire.limits.admission import Admission, BudgetBook
+from aiwire.limits.fallback import UNAVAILABLE, FallbackState
 from aiwire.limits.health import HealthSync
 from aiwire.limits.pricing import CatalogPricing, Pricing
 from aiwire.limits.redis_state import RedisState
@@ -47,11 +48,14 @@ def limit_state(config: Config) -> tuple[LimitState, Claim | None]:
     url = config.server.redis_url()
     if url is None:
         return MemoryState(), None
-    state = RedisState(url)
+    state = FallbackState(RedisState(url))  # in process while Redis is unreachable
 
     async def claim(name: str, seconds: float) -> bool:
         ttl = max(1, int(seconds))
-        return bool(await state.redis.set(f"aiw:{name}", b"1", nx=True, ex=ttl))
+        try:
+            return bool(await state.redis.set(f"aiw:{name}", b"1", nx=True, ex=ttl))
+        except UNAVAILABLE:  # no de-duplication across replicas for now: better twice than never
+            return True
 
     return state, claim
 
@@ -89,12 +93,12 @@ def build_gateway(
     if pricing is None and router.catalog is not None:
         pricing = CatalogPricing(router.catalog)
     health = None
-    if isinstance(state, RedisState):
+    if isinstance(state, FallbackState):
         health = HealthSync(router, state.redis)
     cache = open_cache(
         config.cache,
         database=database,
-        redis_client=state.redis if isinstance(state, RedisState) else None,
+        redis_client=state.redis if isinstance(state, FallbackState) else None,
     )
     gateway = Gateway(
         router,
@@ -114,7 +118,7 @@ def build_gateway(
         if cache is not None
         else None,
     )
-    install_auth_guard(gateway, state.redis if isinstance(state, RedisState) else None)
+    install_auth_guard(gateway, state.redis if isinstance(state, FallbackState) else None)
     install_cors(gateway, config.server.cors_origins)
     if health is not None:
 
