@@ -304,18 +304,36 @@ class Gateway:
 
     async def serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One HTTP request: exact routes first, then mounted apps, then the admin API."""
-        handler = self._routes.get((scope["method"], scope["path"]))
-        if handler is not None:
-            await handler(scope, receive, send)
+        try:
+            handler = self._routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+            path = scope["path"]
+            mounted = self._mounted(path) if self._mounts else None
+            if mounted is not None:
+                await mounted(scope, receive, send)
+            elif self.admin is not None and path.startswith(ADMIN_PREFIX):
+                await self.admin(scope, receive, send)
+            else:
+                await self._no_route(scope, send)
+        except Exception:  # a bug or an unreachable dependency: still the caller's protocol
+            await self._crashed(scope, send)
+
+    async def _crashed(self, scope: Scope, send: Send) -> None:
+        """Answer an unexpected exception with a protocol-shaped 500 (never its text), and log
+        it here with its traceback."""
+        log.exception("%s %s failed", scope["method"], scope["path"])
+        shape = (
+            anthropic_wire.internal_error_body
+            if scope["path"].startswith(MESSAGES)
+            else openai_wire.internal_error_body
+        )
+        status, body, headers = shape(None)
+        try:
+            await respond(send, status, body, headers=headers.items())
+        except Exception:  # the answer had already begun: the server closes the connection
             return
-        path = scope["path"]
-        mounted = self._mounted(path) if self._mounts else None
-        if mounted is not None:
-            await mounted(scope, receive, send)
-        elif self.admin is not None and path.startswith(ADMIN_PREFIX):
-            await self.admin(scope, receive, send)
-        else:
-            await self._no_route(scope, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
