@@ -84,6 +84,12 @@ class AlertRules(BaseModel):
     spend_anomaly: SpendAnomalyRule = Field(default_factory=SpendAnomalyRule)
 
 
+#: Alerts kept in :attr:`Alerts.fired` (the oldest dropped first).
+KEEP_FIRED = 1000
+#: De-duplication entries kept before those past their window are dropped.
+_MAX_SEEN = 10_000
+
+
 class AlertsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -120,7 +126,7 @@ class Alerts:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timeout = timeout
         self._retries = retries
-        #: Every alert fired (after de-duplication), newest last: for tests and the console.
+        #: The latest alerts fired (after de-duplication), newest last, at most ``KEEP_FIRED``.
         self.fired: list[dict[str, Any]] = []
 
     async def fire(self, kind: str, key: str, text: str, details: dict[str, Any]) -> bool:
@@ -135,6 +141,8 @@ class Alerts:
             self._seen[(kind, key)] = now
             return False
         self._seen[(kind, key)] = now
+        if len(self._seen) > _MAX_SEEN:  # forget what is past its window: memory stays bounded
+            self._seen = {k: t for k, t in self._seen.items() if now - t < window}
         alert = {
             "kind": kind,
             "key": key,
@@ -143,6 +151,8 @@ class Alerts:
             "at": datetime.now(UTC).isoformat(),
         }
         self.fired.append(alert)
+        if len(self.fired) > KEEP_FIRED:
+            del self.fired[0]
         log.warning("alert %s: %s", kind, text)
         for hook in self.config.webhooks:
             if hook.kinds and kind not in hook.kinds:
