@@ -93,8 +93,7 @@ async def usage_report(
         groups = usage.check_by(v.strip() for v in params.get("by", "key").split(",") if v.strip())
         if not groups:
             raise usage.UsageQueryError("by", "name at least one grouping")
-        rows = await usage.usage_report(database, groups, start, end, filters)
-        (total,) = await usage.usage_report(database, [], start, end, filters)
+        rows, total = await usage.usage_report_with_totals(database, groups, start, end, filters)
     except usage.UsageQueryError as exc:
         example = "; e.g. by=key or by=team,day" if exc.param == "by" else ""
         raise bad(exc.param, f"{exc}{example}") from None

@@ -242,6 +242,25 @@ class Database:
         async with self._sessions.begin() as session:
             yield session
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only connection whose statements all see the same committed data.
+
+        For reports made of several queries (rows and their totals) while the log writer is
+        inserting: REPEATABLE READ on PostgreSQL; on SQLite an explicit ``BEGIN`` (pysqlite would
+        otherwise run each SELECT on its own), so WAL gives the first read's snapshot to all.
+        """
+        async with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                # asyncpg starts the transaction itself, at this isolation level.
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            else:
+                await conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                await conn.rollback()
+
     async def aclose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()

@@ -251,6 +251,29 @@ async def usage_report(
         return [_row(by, dict(r)) for r in result.mappings()]
 
 
+async def usage_report_with_totals(
+    database: Database,
+    by: Sequence[str],
+    since: datetime,
+    until: datetime,
+    filters: Mapping[str, str | None] | None = None,
+) -> tuple[list[UsageRow], UsageRow]:
+    """:func:`usage_report` for ``by`` and its totals, read from one snapshot of the log.
+
+    Two separate reads could disagree while the log writer inserts between them (rows without a
+    request the totals already count); one snapshot keeps the report consistent.
+    """
+    by = check_by(by)
+    checked = _check_filters(filters or {})
+    _check_range(since, until)
+    grouped = usage_query(by, since, until, checked, dialect=database.dialect)
+    overall = usage_query([], since, until, checked, dialect=database.dialect)
+    async with database.snapshot() as conn:
+        rows = [_row(by, dict(r)) for r in (await conn.execute(grouped)).mappings()]
+        (total,) = [_row([], dict(r)) for r in (await conn.execute(overall)).mappings()]
+    return rows, total
+
+
 def _row(by: Sequence[str], values: dict[str, Any]) -> UsageRow:
     group: dict[str, str | int | None] = {}
     for name in by:
