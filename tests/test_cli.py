@@ -20,7 +20,7 @@ runner = CliRunner()
 def test_demo_runs_offline_and_shows_every_part() -> None:
     result = runner.invoke(app, ["demo", "--fast"])
     assert result.exit_code == 0, result.output
-    out = result.output
+    out = " ".join(result.output.split())  # Rich wraps lines at the terminal's width
     for part in (
         "One request format",
         "Streaming",
@@ -58,6 +58,8 @@ def test_demo_runs_offline_and_shows_every_part() -> None:
     assert "R-1 (19 EUR, sent by auto)" in out and "R-3 (95 EUR, sent by maria)" in out
     assert "Refund of 240 EUR approved" in out
     assert "aiwire_requests_total" in out
+    assert "signed in with an HttpOnly session cookie" in out
+    assert "a change without the CSRF token: 403" in out
     assert "hash chain intact: True" in out and "intact False, first bad row 2" in out
     assert "request log holds 49 rows" in out
 

@@ -383,8 +383,10 @@ def simulate(
 def demo(
     fast: Annotated[bool, typer.Option(help="Skip the typing effect of streamed text.")] = False,
 ) -> None:
-    """A tour of aiwire, offline: one request format for three provider protocols, streaming,
-    tool calls, structured extraction, a retried 429 and a fallback, all against the simulator.
+    """A tour of aiwire, offline, against the built-in simulator: three provider protocols,
+    streaming, tools, extraction, a retried 429, a fallback, then the gateway: keys, limits and
+    budgets, cache and PII masking, a batch, a flow with human review, metrics, the console,
+    the audit trail and a usage report.
 
     Example: aiwire demo
     """

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aiwire.cache.config import CacheConfig
 from aiwire.catalog import CatalogConfig
@@ -142,6 +142,23 @@ class RouterConfig(_Strict):
     max_queue_wait: float = Field(default=30.0, ge=0)
 
 
+class UIConfig(_Strict):
+    """The web console at ``/ui`` (``server.ui``; ``true``/``false`` alone switches it)."""
+
+    enabled: bool = True
+    #: Seconds a console session lasts unused, and at most in all.
+    session_idle: float = Field(default=3600.0, gt=0)
+    session_max: float = Field(default=43200.0, gt=0)
+    #: Addresses (or networks) of reverse proxies whose ``x-forwarded-proto`` is believed when
+    #: deciding whether the console was reached over HTTPS (its cookie is then ``Secure``).
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
 class ServerConfig(_Strict):
     """The gateway (``aiwire serve``)."""
 
@@ -166,6 +183,8 @@ class ServerConfig(_Strict):
     #: Browser origins (``https://app.example.com``) allowed to call the model endpoints and
     #: the admin API; ``"*"`` allows any. Empty: no CORS headers at all.
     cors_origins: list[str] = Field(default_factory=list)
+    #: The web console (``/ui``): on by default; ``false`` turns it off.
+    ui: UIConfig = Field(default_factory=UIConfig)
 
     @field_validator("cors_origins")
     @classmethod

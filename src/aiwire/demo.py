@@ -88,9 +88,10 @@ def run_demo(console: Console, *, fast: bool = False) -> None:
         gateway_tour(console, sim.url)
     console.print(
         f"\n[bold green]Done in {time.perf_counter() - started:.1f}s.[/] Next: "
+        "[cyan]aiwire serve[/] and open http://127.0.0.1:4000/ui/ (the master key is in "
+        ".aiwire/master.key), "
         '[cyan]aiwire chat "hello" -m sim-claude --simulator[/], '
-        "[cyan]aiwire models --simulator[/], [cyan]aiwire capabilities[/], "
-        "[cyan]aiwire simulate --port 8787[/]."
+        "[cyan]python examples/support-triage/run.py[/], [cyan]aiwire capabilities[/]."
     )
 
 

@@ -206,7 +206,7 @@ def flow_step(console: Console, gw: Admin, folder: Path, n: int) -> None:
 
 
 def operations_step(console: Console, gw: Admin, n: int) -> None:
-    step(console, n, "Operations", "Prometheus metrics, a tamper-evident audit trail")
+    step(console, n, "Operations", "metrics, the web console, a tamper-evident audit trail")
     text = gw.call("GET", "/metrics").text
     wanted = ("aiwire_requests_total", "aiwire_cost_usd_total", "aiwire_cache_hits_total")
     found = [m for m in wanted if any(line.startswith(m) for line in text.splitlines())]
@@ -215,6 +215,19 @@ def operations_step(console: Console, gw: Admin, n: int) -> None:
         f"  GET /metrics: {series} aiwire series, including {', '.join(found) or 'none'} "
         "(labels: model, deployment, provider, key name, status — never secrets)"
     )
+    same_origin = {"origin": gw.url, "sec-fetch-site": "same-origin"}
+    with httpx.Client(base_url=gw.url) as browser:  # its own cookie jar, as a browser has
+        page = browser.get("/ui/")
+        signed_in = browser.post("/ui/session", headers={**gw.auth, **same_origin})
+        signed_in.raise_for_status()
+        today = browser.get("/admin/stats/overview").json()["today"]
+        forged = browser.post("/admin/keys", json={"name": "x"}, headers=same_origin)
+        console.print(
+            f"  web console at {gw.url}/ui/ ({page.status_code}): signed in with an HttpOnly "
+            f"session cookie; its Overview reads {today['requests']} requests, "
+            f"${today['cost_usd']:.4f} today; a change without the CSRF token: "
+            f"{forged.status_code}"
+        )
 
 
 def _until(

@@ -36,6 +36,7 @@ TABLES = (
     "batch_lines",
     *("flow_definitions", "flow_records", "flow_steps", "flow_deliveries", "flow_dead_letters"),
     *("flow_runs", "flow_reviews", "flow_events", "flow_cursors"),
+    "console_sessions",
 )
 
 

@@ -35,7 +35,14 @@ from starlette.exceptions import HTTPException
 
 import aiwire
 from aiwire import errors
-from aiwire.server import admin_budgets, admin_keys, admin_usage, openai_wire
+from aiwire.server import (
+    admin_budgets,
+    admin_keys,
+    admin_logs,
+    admin_stats,
+    admin_usage,
+    openai_wire,
+)
 from aiwire.server.admin_base import (
     ERROR_RESPONSES,
     MASTER_ACTOR,
@@ -101,6 +108,7 @@ _METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _AUTH_PROBLEMS = {
     "missing_api_key": "no API key",
     "key_revoked_or_expired": "this key is revoked or expired",
+    "invalid_session": "the console session has ended (sign in again at /ui)",
 }
 
 Authenticate = Callable[[Scope], Awaitable[Principal]]
@@ -132,6 +140,8 @@ class AdminAPI:
         if budgets is not None:
             self.include(admin_budgets.router)
         self.include(admin_usage.router)
+        self.include(admin_logs.router)  # the request log, row by row (the console's Logs)
+        self.include(admin_stats.router)  # today, this month, time series (its Overview)
 
     def include(self, router: APIRouter) -> None:
         """Serve ``router``'s routes under ``/admin``, each requiring an admin caller."""

@@ -285,6 +285,9 @@ class Gateway:
         self.auth_guard: AuthGuard | None = None
         #: Wraps :meth:`serve_http` when browsers may call (``server.cors_origins``).
         self.cors: ASGIApp | None = None
+        #: The caller of a request that presents no key, from a web console session cookie
+        #: (None: not one; see :mod:`aiwire.server.ui.sessions`). Unset: keys only.
+        self.session_auth: Callable[[Scope], Awaitable[Principal | None]] | None = None
         #: Requests being answered right now (a gauge for metrics).
         self.inflight = 0
         self._mounts: list[tuple[str, ASGIApp]] = []
@@ -688,13 +691,22 @@ class Gateway:
 
     async def principal(self, scope: Scope) -> Principal:
         """The caller of the request ``scope`` describes, through the auth guard (429 for an
-        address that keeps presenting bad keys): what apps mounted on the gateway use."""
+        address that keeps presenting bad keys): what apps mounted on the gateway use.
+
+        A request that presents no key may be a web console session (:attr:`session_auth`)
+        on the paths where those count; the resolver ignores cookies on every other path (the
+        model calls among them), which then need a key as always."""
+        secret = presented_secret(scope["headers"])
+        if secret is None and self.session_auth is not None:
+            session = await self.session_auth(scope)
+            if session is not None:
+                return session
         guard = self.auth_guard
         if guard is None:
-            return await self.auth.authenticate(presented_secret(scope["headers"]))
+            return await self.auth.authenticate(secret)
         guard.check(scope)
         try:
-            principal = await self.auth.authenticate(presented_secret(scope["headers"]))
+            principal = await self.auth.authenticate(secret)
         except errors.AuthenticationError:
             guard.failed(scope)
             raise
@@ -902,7 +914,7 @@ class Gateway:
             status=outcome.status,
             key_id=principal.key_id,
             deployment=outcome.deployment or (last.deployment if last else None),
-            provider=outcome.provider,
+            provider=outcome.provider or (last.error.provider if last and last.error else None),
             error_type=outcome.error,
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=usage.output_tokens if usage else 0,

@@ -20,11 +20,13 @@ from aiwire.observability.install import install_observability
 from aiwire.rollouts.metrics import RolloutMetrics
 from aiwire.router import Router
 from aiwire.secrets import Secret
+from aiwire.server import admin_models
 from aiwire.server.app import Gateway, GatewaySettings
 from aiwire.server.auth import Authenticator
 from aiwire.server.authguard import install_auth_guard
 from aiwire.server.batch_api import mount_batches
 from aiwire.server.cors import install_cors
+from aiwire.server.ui import install_console
 from aiwire.store.budgets import BudgetRecord, BudgetStore
 from aiwire.store.db import Database
 from aiwire.store.keys import KeyStore
@@ -132,4 +134,7 @@ def build_gateway(
         gateway.observers.append(RolloutMetrics(router).observe)
     parts = GatewayParts(gateway, database, keys, writer, budgets, state, alerts)
     install_observability(parts, config, master_key=master_key)  # metrics, logs, alerts, traces
+    admin_models.install(gateway)  # /admin/models: deployments' health, pacing, prices
+    # The web console at /ui, and its sessions in place of a key on the admin paths.
+    install_console(gateway, keys, config.server.ui, master_key=master_key)
     return parts

@@ -517,3 +517,26 @@ class FlowCursor(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+class ConsoleSession(Base):
+    """A web console sign-in (``/ui``). ``id`` is the SHA-256 hex of the session id the browser
+    holds in its cookie: the id itself is never stored, so reading this table signs nobody in.
+    ``key_id`` is the admin-scoped key that signed in (None: the master key; ``binding`` then
+    ties the session to that master key, so replacing the master key ends its sessions).
+    A session ends at ``expires_at`` (absolute) or when unused for the idle time after
+    ``seen_at``; signing out deletes the row."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    binding: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index("ix_console_sessions_expires_at", "expires_at"),
+        Index("ix_console_sessions_key_id", "key_id"),
+    )
