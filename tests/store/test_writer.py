@@ -296,3 +296,30 @@ async def test_all_fields_round_trip(database: Database) -> None:
     for name in RequestLogRow.__slots__:
         assert getattr(stored, name) == getattr(original, name), name
     assert stored.ts.tzinfo is not None
+
+
+async def test_batches_of_any_size_use_a_few_statement_shapes(database: Database) -> None:
+    # Every distinct multi-row INSERT is compiled, prepared and cached by SQLAlchemy and the
+    # driver: batch sizes that vary with load must not mint a new statement each (memory).
+    from sqlalchemy import event
+
+    shapes: set[str] = set()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO REQUEST_LOG"):
+            shapes.add(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        writer = LogWriter(database, batch_size=300)
+        i = 0
+        for size in range(1, 301):  # 300 batches, each of a different size
+            for _ in range(size):
+                writer.submit(row(i))
+                i += 1
+            await writer.flush()
+        await writer.aclose()
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
+    assert await count(database) == i == 45_150 and writer.written == i
+    assert 1 < len(shapes) <= 9  # 1, 2, 4, ..., 256 rows
