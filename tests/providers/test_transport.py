@@ -18,6 +18,7 @@ from aiwire.providers.transport import (
     HttpxTransport,
     StreamedResponse,
     Transport,
+    closed_before_answering,
 )
 from aiwire.types import ChatRequest
 
@@ -192,3 +193,23 @@ async def test_a_pooled_connection_the_server_closed_is_retried_once() -> None:
     finally:
         await t.aclose()
         server.close()
+
+
+def test_which_failures_mean_the_server_closed_an_idle_connection_first() -> None:
+    import errno
+
+    import aiohttp
+
+    # aiohttp finding the pooled transport closing as it writes (seen under pacing, when the
+    # upstream's 5 s keep-alive timeout fired between two paced requests): no errno, a reset
+    # as its cause.
+    closing = aiohttp.ClientOSError(None, "Can not write request body for http://x/v1")
+    closing.__cause__ = aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+    assert closed_before_answering(closing)
+    assert closed_before_answering(aiohttp.ServerDisconnectedError())
+    assert closed_before_answering(aiohttp.ClientOSError(errno.EPIPE, "broken pipe"))
+    # A refused or unreachable connection is a real failure: the router decides about it.
+    assert not closed_before_answering(aiohttp.ClientOSError(errno.ECONNREFUSED, "refused"))
+    other = aiohttp.ClientOSError(None, "Can not write request body for http://x/v1")
+    other.__cause__ = OSError("disk on fire")
+    assert not closed_before_answering(other)
