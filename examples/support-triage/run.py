@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -39,7 +40,7 @@ from aiwire.server.build import build_gateway  # noqa: E402
 from aiwire.serving import BackgroundServer  # noqa: E402
 from aiwire.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
 
-MASTER_KEY = "sk-aiwire-demo-master-key-not-a-secret"
+MASTER_KEY = secrets.token_urlsafe(24)  # this run only: the gateway lives as long as the script
 HELPDESK_TOKEN = "demo-helpdesk-token-not-a-secret"
 WEBHOOK_SECRET = "demo-webhook-secret-not-a-secret"
 

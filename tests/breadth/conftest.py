@@ -26,7 +26,7 @@ from aiwire.server.build import GatewayParts, build_gateway
 from aiwire.serving import BackgroundServer
 from aiwire.simulator import SimulatorServer
 
-MASTER = "sk-aiwire-master-breadth-0123456789"
+MASTER = "test-master-breadth-0123456789"
 
 #: whisper-1 is priced per minute only; the shipped catalog leaves it to config (see models.yaml).
 WHISPER_PRICE = {

@@ -23,7 +23,7 @@ from aiwire.server.build import build_gateway
 from aiwire.serving import BackgroundServer
 from aiwire.simulator import SimulatorConfig, SimulatorServer
 
-MASTER = "sk-aiwire-master-console-api-0123456789"
+MASTER = "test-master-console-api-0123456789"
 SECRET = "console-api-webhook-secret"
 BROKEN_FLOW = """\
 version: 1
