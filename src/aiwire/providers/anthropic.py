@@ -21,6 +21,7 @@ import orjson
 
 from aiwire import errors
 from aiwire.providers.base import Capabilities, Provider, Support, Timeouts, error_text
+from aiwire.providers.tool_blocks import ToolBlocks
 from aiwire.providers.transport import Headers
 from aiwire.ratelimit import RateLimitInfo, parse_anthropic_headers
 from aiwire.types import (
@@ -32,13 +33,11 @@ from aiwire.types import (
     Delta,
     FinishReason,
     FunctionCall,
-    FunctionCallDelta,
     ImagePart,
     Message,
     NamedToolChoice,
     TextPart,
     ToolCall,
-    ToolCallDelta,
     Usage,
     new_id,
 )
@@ -566,8 +565,7 @@ class _StreamState:
         self.model = model
         self.json_tool = json_tool
         self.usage: dict[str, Any] = {}
-        self.tool_index: dict[int, int] = {}  # Anthropic block index → OpenAI tool-call index
-        self.json_blocks: set[int] = set()  # blocks of the forced response_format tool
+        self.tools = ToolBlocks(json_tool)
         self.finished = False  # message_delta (with the stop reason) seen
         self.done = False  # message_stop seen
 
@@ -624,17 +622,8 @@ class _StreamState:
             return [self._chunk(Delta(content=str(block["text"])))]
         if kind != "tool_use" or not isinstance(index, int):
             return []
-        if self.json_tool is not None and block.get("name") == self.json_tool:
-            self.json_blocks.add(index)
-            return []
-        k = self.tool_index[index] = len(self.tool_index)
-        call = ToolCallDelta(
-            index=k,
-            id=str(block.get("id") or new_id("call_")),
-            type="function",
-            function=FunctionCallDelta(name=str(block.get("name") or ""), arguments=""),
-        )
-        return [self._chunk(Delta(tool_calls=[call]))]
+        delta = self.tools.start(index, block.get("id"), block.get("name"))
+        return [] if delta is None else [self._chunk(delta)]
 
     def _block_delta(self, event: dict[str, Any]) -> list[ChatChunk]:
         delta = event.get("delta")
@@ -646,12 +635,5 @@ class _StreamState:
             return [self._chunk(Delta(content=str(delta["text"])))]
         if kind != "input_json_delta" or not delta.get("partial_json"):
             return []  # thinking, signature, citations; empty first fragments
-        fragment = str(delta["partial_json"])
-        if index in self.json_blocks:
-            return [self._chunk(Delta(content=fragment))]
-        if isinstance(index, int) and index in self.tool_index:
-            call = ToolCallDelta(
-                index=self.tool_index[index], function=FunctionCallDelta(arguments=fragment)
-            )
-            return [self._chunk(Delta(tool_calls=[call]))]
-        return []
+        out = self.tools.fragment(index, str(delta["partial_json"]))
+        return [] if out is None else [self._chunk(out)]

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from aiwire.providers.tool_blocks import ToolBlocks
 from aiwire.types import (
     ChatChunk,
     ChatRequest,
@@ -27,13 +28,11 @@ from aiwire.types import (
     Delta,
     FinishReason,
     FunctionCall,
-    FunctionCallDelta,
     ImagePart,
     Message,
     NamedToolChoice,
     TextPart,
     ToolCall,
-    ToolCallDelta,
     Usage,
     new_id,
 )
@@ -365,8 +364,7 @@ class StreamState:
         self.id = new_id()
         self.started = False
         self.stopped = False  # messageStop seen: the answer is complete
-        self.tool_index: dict[int, int] = {}  # contentBlockIndex → OpenAI tool-call index
-        self.json_blocks: set[int] = set()  # blocks of the forced response_format tool
+        self.tools = ToolBlocks(json_tool)
 
     def _chunk(self, delta: Delta, finish: FinishReason | None = None) -> ChatChunk:
         if not self.started:  # the first chunk names the role, whatever event brought it
@@ -403,17 +401,8 @@ class StreamState:
         index = payload.get("contentBlockIndex")
         if not isinstance(use, dict) or not isinstance(index, int):
             return []
-        if self.json_tool is not None and use.get("name") == self.json_tool:
-            self.json_blocks.add(index)
-            return []
-        k = self.tool_index[index] = len(self.tool_index)
-        call = ToolCallDelta(
-            index=k,
-            id=str(use.get("toolUseId") or new_id("call_")),
-            type="function",
-            function=FunctionCallDelta(name=str(use.get("name") or ""), arguments=""),
-        )
-        return [self._chunk(Delta(tool_calls=[call]))]
+        delta = self.tools.start(index, use.get("toolUseId"), use.get("name"))
+        return [] if delta is None else [self._chunk(delta)]
 
     def _block_delta(self, payload: Mapping[str, Any]) -> list[ChatChunk]:
         delta = payload.get("delta")
@@ -426,11 +415,5 @@ class StreamState:
         fragment = use.get("input") if isinstance(use, dict) else None
         if not isinstance(fragment, str) or not fragment:
             return []  # reasoningContent, citations, empty fragments
-        if index in self.json_blocks:
-            return [self._chunk(Delta(content=fragment))]
-        if isinstance(index, int) and index in self.tool_index:
-            call = ToolCallDelta(
-                index=self.tool_index[index], function=FunctionCallDelta(arguments=fragment)
-            )
-            return [self._chunk(Delta(tool_calls=[call]))]
-        return []
+        out = self.tools.fragment(index, fragment)
+        return [] if out is None else [self._chunk(out)]
