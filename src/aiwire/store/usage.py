@@ -241,14 +241,8 @@ async def usage_report(
     :class:`UsageQueryError` for an unknown grouping or filter, a naive datetime, or an empty
     range.
     """
-    by = check_by(by)
-    checked = _check_filters(filters or {})
-    until = datetime.now(UTC) if until is None else until
-    _check_range(since, until)
-    query = usage_query(by, since, until, checked, dialect=database.dialect)
-    async with database.session() as session:
-        result = await session.execute(query)
-        return [_row(by, dict(r)) for r in result.mappings()]
+    (rows,) = await _reports(database, [by], since, until, filters)
+    return rows
 
 
 async def usage_report_with_totals(
@@ -263,15 +257,28 @@ async def usage_report_with_totals(
     Two separate reads could disagree while the log writer inserts between them (rows without a
     request the totals already count); one snapshot keeps the report consistent.
     """
-    by = check_by(by)
-    checked = _check_filters(filters or {})
-    _check_range(since, until)
-    grouped = usage_query(by, since, until, checked, dialect=database.dialect)
-    overall = usage_query([], since, until, checked, dialect=database.dialect)
-    async with database.snapshot() as conn:
-        rows = [_row(by, dict(r)) for r in (await conn.execute(grouped)).mappings()]
-        (total,) = [_row([], dict(r)) for r in (await conn.execute(overall)).mappings()]
+    rows, (total,) = await _reports(database, [by, []], since, until, filters)
     return rows, total
+
+
+async def _reports(
+    database: Database,
+    groupings: Sequence[Sequence[str]],
+    since: datetime,
+    until: datetime | None,
+    filters: Mapping[str, str | None] | None,
+) -> list[list[UsageRow]]:
+    """One report per grouping over the same range and filters, all from one snapshot."""
+    checked_by = [check_by(by) for by in groupings]
+    checked = _check_filters(filters or {})
+    until = datetime.now(UTC) if until is None else until
+    _check_range(since, until)
+    reports = []
+    async with database.snapshot() as conn:
+        for by in checked_by:
+            query = usage_query(by, since, until, checked, dialect=database.dialect)
+            reports.append([_row(by, dict(r)) for r in (await conn.execute(query)).mappings()])
+    return reports
 
 
 def _row(by: Sequence[str], values: dict[str, Any]) -> UsageRow:
