@@ -414,10 +414,14 @@ class Provider(ABC):
             )
         except TransportError as exc:
             raise self._transport_error(exc, model) from None
+        return self._json_answer(resp, model), resp
+
+    def _json_answer(self, resp: Response, model: str | None) -> Any:
+        """The decoded JSON of a provider's answer, or the typed error it means."""
         if resp.status >= 400:
             raise self.map_error(resp.status, resp.content, resp.headers, model)
         try:
-            return orjson.loads(resp.content), resp
+            return orjson.loads(resp.content)
         except orjson.JSONDecodeError:
             raise errors.ServerError(
                 f"{self.name} answered {resp.status} with a body that is not JSON",

@@ -240,17 +240,7 @@ class BedrockProvider(Provider):
             )
         except TransportError as exc:
             raise self._transport_error(exc, model) from None
-        if resp.status >= 400:
-            raise self.map_error(resp.status, resp.content, resp.headers, model)
-        try:
-            return orjson.loads(resp.content), resp
-        except orjson.JSONDecodeError:
-            raise errors.ServerError(
-                f"{self.name} answered {resp.status} with a body that is not JSON",
-                provider=self.name,
-                model=model,
-                status=resp.status,
-            ) from None
+        return self._json_answer(resp, model), resp
 
     @contextlib.asynccontextmanager
     async def _open(
