@@ -323,3 +323,29 @@ async def test_batches_of_any_size_use_a_few_statement_shapes(database: Database
         event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
     assert await count(database) == i == 45_150 and writer.written == i
     assert 1 < len(shapes) <= 9  # 1, 2, 4, ..., 256 rows
+
+
+async def test_a_full_batch_is_one_statement(database: Database) -> None:
+    # Each statement is a round trip through the event loop (on SQLite, through aiosqlite's
+    # thread): a saturated gateway needs few per batch or its log queue grows with the load.
+    from sqlalchemy import event
+
+    inserts: list[int] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO REQUEST_LOG"):
+            inserts.append(statement.count("),"))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        writer = LogWriter(database, batch_size=512)
+        for i in range(512):
+            writer.submit(row(i, ts=datetime(2025, 1, 1, 0, 0, i % 60, i, tzinfo=UTC)))
+        await writer.aclose()
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(inserts) == 1 and inserts[0] >= 511  # 512 value tuples in one statement
+    assert writer.written == 512 == await count(database)
+    async with database.session() as session:
+        stored = await session.scalars(select(RequestLog).where(RequestLog.request_id == "req-7"))
+        assert stored.one().ts == datetime(2025, 1, 1, 0, 0, 7, 7, tzinfo=UTC)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -86,19 +87,60 @@ _FIELDS = tuple(f.name for f in fields(RequestLogRow))
 _CONTENT_FIELDS = ("prompt", "completion")
 
 
-def _insert_ignoring_duplicates(dialect: str) -> ReturningInsert[tuple[int]]:
-    """``INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING id``.
+def _insert_ignoring_duplicates() -> ReturningInsert[tuple[int]]:
+    """``INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING id`` (PostgreSQL).
 
     Executed with a list of rows, SQLAlchemy's "insertmanyvalues" sends it as multi-row
     ``VALUES`` statements from one cached compilation (building a 500-row ``.values()`` construct
     instead costs ~10x more in compilation); ``RETURNING`` tells exactly which rows were new.
     """
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return (
-        insert(RequestLog)
+        pg_insert(RequestLog)
         .on_conflict_do_nothing(index_elements=["request_id"])
         .returning(RequestLog.id)
     )
+
+
+class _SqliteRows:
+    """Multi-row ``INSERT ... ON CONFLICT (request_id) DO NOTHING`` texts for SQLite, one per
+    piece size, with the values converted by the columns' own SQLAlchemy bind processors.
+
+    Why not the PostgreSQL path: aiosqlite runs each driver call (cursor, execute, fetch,
+    close, commit) in its own thread and hands the result back through the event loop, so
+    every call waits behind one full turn of a busy loop. ``RETURNING`` through SQLAlchemy's
+    "insertmanyvalues" made ~28 such round trips per 512 rows; under saturating load that
+    capped the writer near 1,000 rows/s, below the gateway's request rate, and its queue (and
+    the process's memory) grew for as long as the load lasted (bench/RESULTS.md, "Memory").
+    Here a 512-row piece is one statement (cursor, execute, close) and the number of new rows
+    is its change count: 5 round trips per 512 rows, commit included.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        columns = RequestLog.__table__.c
+        self.processors = [columns[name].type.bind_processor(dialect) for name in _FIELDS]
+        self.head = f"INSERT INTO {RequestLog.__tablename__} ({', '.join(_FIELDS)}) VALUES "
+        self.one = "(" + ",".join("?" * len(_FIELDS)) + ")"
+        self.texts: dict[int, str] = {}
+        # SQLite >= 3.32 allows 32766 bound values per statement; older builds 999.
+        limit = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+        self.largest = 1 << min(9, (limit // len(_FIELDS)).bit_length() - 1)
+
+    def text(self, n: int) -> str:
+        sql = self.texts.get(n)
+        if sql is None:
+            sql = self.texts[n] = (
+                self.head + ",".join([self.one] * n) + " ON CONFLICT (request_id) DO NOTHING"
+            )
+        return sql
+
+    def values(self, params: list[dict[str, Any]]) -> tuple[Any, ...]:
+        flat: list[Any] = []
+        processors = self.processors
+        for row in params:
+            for name, process in zip(_FIELDS, processors, strict=True):
+                value = row[name]
+                flat.append(value if process is None or value is None else process(value))
+        return tuple(flat)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -146,7 +188,7 @@ class LogWriter:
         self,
         database: Database,
         *,
-        batch_size: int = 500,
+        batch_size: int = 512,
         flush_interval: float = 0.5,
         max_queue: int = 100_000,
         store_content: bool = False,
@@ -156,7 +198,10 @@ class LogWriter:
         if batch_size < 1 or max_queue < 1:
             raise ValueError("batch_size and max_queue must be at least 1")
         self._db = database
-        self._statement = _insert_ignoring_duplicates(database.dialect)
+        self._sqlite = (
+            _SqliteRows(database.engine.dialect) if database.dialect == "sqlite" else None
+        )
+        self._statement = _insert_ignoring_duplicates()
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_queue = max_queue
@@ -414,10 +459,18 @@ class LogWriter:
         tens of megabytes (measured: +75 MB over 320 batches of random sizes; flat with this).
         """
         inserted = 0
+        sqlite = self._sqlite
         async with self._db.engine.begin() as conn:
-            for start, stop in _pieces(len(params)):
-                result = await conn.execute(self._statement, params[start:stop])
-                inserted += len(result.all())
+            if sqlite is not None:
+                for start, stop in _pieces(len(params), sqlite.largest):
+                    result = await conn.exec_driver_sql(
+                        sqlite.text(stop - start), sqlite.values(params[start:stop])
+                    )
+                    inserted += result.rowcount
+            else:
+                for start, stop in _pieces(len(params)):
+                    result = await conn.execute(self._statement, params[start:stop])
+                    inserted += len(result.all())
         return inserted
 
 
