@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import random
 import sqlite3
 import time
@@ -117,7 +118,14 @@ class _SqliteRows:
 
     def __init__(self, dialect: Dialect) -> None:
         columns = RequestLog.__table__.c
-        self.processors = [columns[name].type.bind_processor(dialect) for name in _FIELDS]
+        self.fields = operator.attrgetter(*_FIELDS)
+        # Only a few columns convert their values (timestamps, booleans); None stays None.
+        self.convert = [
+            (i, process)
+            for i, name in enumerate(_FIELDS)
+            if (process := columns[name].type.bind_processor(dialect)) is not None
+        ]
+        self.content = tuple(_FIELDS.index(n) for n in _CONTENT_FIELDS)
         self.head = f"INSERT INTO {RequestLog.__tablename__} ({', '.join(_FIELDS)}) VALUES "
         self.one = "(" + ",".join("?" * len(_FIELDS)) + ")"
         self.texts: dict[int, str] = {}
@@ -133,14 +141,20 @@ class _SqliteRows:
             )
         return sql
 
-    def values(self, params: list[dict[str, Any]]) -> tuple[Any, ...]:
+    def values(self, rows: list[RequestLogRow], store_content: bool) -> list[Any]:
+        """The rows' values, flat, in column order, as the columns' bind processors make them."""
         flat: list[Any] = []
-        processors = self.processors
-        for row in params:
-            for name, process in zip(_FIELDS, processors, strict=True):
-                value = row[name]
-                flat.append(value if process is None or value is None else process(value))
-        return tuple(flat)
+        fields, convert = self.fields, self.convert
+        blank = () if store_content else self.content
+        for row in rows:
+            values = list(fields(row))
+            for i, process in convert:
+                if values[i] is not None:
+                    values[i] = process(values[i])
+            for i in blank:
+                values[i] = None
+            flat += values
+        return flat
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -418,7 +432,7 @@ class LogWriter:
         while pending:
             chunk = pending.popleft()
             try:
-                inserted = await self._insert([self._params(r) for r in chunk])
+                inserted = await self._insert(chunk)
             except Exception as exc:  # every failure keeps the rows; the branch decides how
                 if _is_row_error(exc):
                     if len(chunk) > 1:
@@ -449,7 +463,7 @@ class LogWriter:
             self.written += inserted
             self.duplicates += len(chunk) - inserted
 
-    async def _insert(self, params: list[dict[str, Any]]) -> int:
+    async def _insert(self, rows: list[RequestLogRow]) -> int:
         """Insert rows in one transaction; return how many were new (not already present).
 
         The rows go in pieces whose sizes are powers of two (a 300-row batch: 256 + 32 + 8 + 4),
@@ -462,13 +476,13 @@ class LogWriter:
         sqlite = self._sqlite
         async with self._db.engine.begin() as conn:
             if sqlite is not None:
-                for start, stop in _pieces(len(params), sqlite.largest):
-                    result = await conn.exec_driver_sql(
-                        sqlite.text(stop - start), sqlite.values(params[start:stop])
-                    )
+                for start, stop in _pieces(len(rows), sqlite.largest):
+                    values = sqlite.values(rows[start:stop], self.store_content)
+                    result = await conn.exec_driver_sql(sqlite.text(stop - start), tuple(values))
                     inserted += result.rowcount
             else:
-                for start, stop in _pieces(len(params)):
+                params = [self._params(r) for r in rows]
+                for start, stop in _pieces(len(rows)):
                     result = await conn.execute(self._statement, params[start:stop])
                     inserted += len(result.all())
         return inserted
