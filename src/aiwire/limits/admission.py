@@ -12,15 +12,14 @@ A key with no limits and no budget over it costs one dictionary lookup here.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiwire import errors
+from aiwire.fresh import Fresh
 from aiwire.limits.state import BudgetCheck, LimitState, RateCheck, Verdict
 from aiwire.limits.windows import window
 from aiwire.ratelimit import format_go_duration
@@ -60,38 +59,34 @@ class Refused(errors.RateLimitError):
 class BudgetBook:
     """Every budget, in memory: which apply to a key, and what each window started from.
 
-    Reloaded from the store every ``refresh`` seconds (changes made on another replica show up
-    within that bound) and at once after a change on this one (:meth:`invalidate`).
+    Re-read from the store at most every ``refresh`` seconds, in the background from half of it
+    (changes made on another replica show up within ``refresh``; requests do not wait for the
+    re-read, see :mod:`aiwire.fresh`), and before the next request after a change on this one
+    (:meth:`invalidate`).
     """
 
     def __init__(self, store: BudgetStore, *, refresh: float = 2.0) -> None:
         self._store = store
         self.refresh = refresh
+        self._fresh: Fresh[None, list[BudgetRecord]] = Fresh(refresh, what="budgets")
         self._budgets: list[BudgetRecord] = []
         self._by_scope: dict[tuple[str, str], list[BudgetRecord]] = {}
-        self._loaded_at = float("-inf")
         self._initial: dict[tuple[str, str], float] = {}  # (budget id, window) -> spent at start
-        self._lock = asyncio.Lock()
 
     @property
     def empty(self) -> bool:
         return not self._budgets
 
     def invalidate(self) -> None:
-        self._loaded_at = float("-inf")
+        self._fresh.forget()
 
     async def current(self) -> None:
-        if time.monotonic() - self._loaded_at < self.refresh:
-            return
-        async with self._lock:
-            if time.monotonic() - self._loaded_at < self.refresh:
-                return
-            budgets = await self._store.list()
+        budgets = await self._fresh.get(None, self._store.list)
+        if budgets is not self._budgets:
             by_scope: dict[tuple[str, str], list[BudgetRecord]] = {}
             for b in budgets:
                 by_scope.setdefault((b.scope, b.scope_id), []).append(b)
             self._budgets, self._by_scope = budgets, by_scope
-            self._loaded_at = time.monotonic()
 
     def over(self, key: KeyRecord | None) -> list[BudgetRecord]:
         """The budgets covering a request made with ``key`` (None: the master key)."""

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiwire import errors
+from aiwire.fresh import Fresh
 from aiwire.secrets import Secret
 from aiwire.store.keys import KeyRecord
 
@@ -136,9 +136,10 @@ class Authenticator:
         self._master = hashlib.sha256(master_key.reveal().encode()).digest() if master_key else None
         self._lookup = lookup
         self.ttl = ttl
-        self._max = max_entries
-        self._clock = clock
-        self._cache: OrderedDict[bytes, tuple[float, KeyRecord | None]] = OrderedDict()
+        # Keyed by the secret's digest: no secret is kept in memory beyond the request.
+        self._cache: Fresh[bytes, KeyRecord | None] = Fresh(
+            ttl, what="an API key", max_entries=max_entries, clock=clock
+        )
 
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
@@ -172,18 +173,13 @@ class Authenticator:
         return Principal(key_id=record.id, name=record.name, record=record)
 
     async def _cached(self, digest: bytes, secret: str) -> KeyRecord | None:
-        now = self._clock()
-        hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        assert self._lookup is not None
-        record = await self._lookup(secret)
-        self._cache[digest] = (now + self.ttl, record)
-        self._cache.move_to_end(digest)
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
-        return record
+        """The key's record (None: unknown), read from the store at most every ``ttl`` seconds
+        and re-read in the background from half of it: a revocation on another replica is
+        seen within ``ttl``, and requests do not wait for the store while it is re-read."""
+        lookup = self._lookup
+        assert lookup is not None
+        return await self._cache.get(digest, lambda: lookup(secret))
 
     def forget(self) -> None:
         """Drop every cached key (after an admin change on this replica)."""
-        self._cache.clear()
+        self._cache.forget()
