@@ -2,8 +2,9 @@
 
 A virtual key is looked up by the SHA-256 of its secret (so the dictionary lookup leaks nothing
 about the secret through timing) and cached for ``ttl`` seconds, misses included, so a revoked
-key stops working within ``ttl`` (default 2 s; the documented bound is 5 s). The master key is
-compared in constant time.
+key stops working within ``ttl`` (default 2 s; the documented bound is 5 s). From half the ``ttl``
+on, the key is re-read in the background while requests go on (:mod:`aiwire.fresh`). The master
+key is compared in constant time.
 
 Scopes widen what a virtual key may do beyond model calls. The only one so far is ``admin``: the
 key may call the admin API (as the web console does). They are kept in the key's ``options``
