@@ -149,3 +149,37 @@ async def test_the_budget_book_does_not_make_requests_wait_for_its_re_read() -> 
     book.invalidate()  # a change on this replica: the next request waits for the new view
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(book.current(), 0.05)
+
+
+async def test_requests_starting_a_budget_window_together_share_one_read_of_its_spend() -> None:
+    from datetime import UTC, datetime
+
+    from aiwire.limits.admission import BudgetBook
+
+    class Spend:
+        def __init__(self) -> None:
+            self.reads = 0
+            self.gate = asyncio.Event()
+
+        async def list(self) -> list[object]:
+            return []
+
+        async def spent(self, budget: object, start: datetime) -> float:
+            self.reads += 1
+            await self.gate.wait()
+            return 1.25
+
+    store = Spend()
+    book = BudgetBook(store)  # type: ignore[arg-type]
+    budget_id = type("Budget", (), {"id": "bud_1"})()
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    first = [
+        asyncio.ensure_future(book.initial(budget_id, "2026-12", start))  # type: ignore[arg-type]
+        for _ in range(50)
+    ]
+    await asyncio.sleep(0)
+    store.gate.set()
+    assert await asyncio.gather(*first) == [1.25] * 50
+    assert store.reads == 1
+    assert await book.initial(budget_id, "2026-12", start) == 1.25  # type: ignore[arg-type]
+    assert store.reads == 1

@@ -71,7 +71,11 @@ class BudgetBook:
         self._fresh: Fresh[None, list[BudgetRecord]] = Fresh(refresh, what="budgets")
         self._budgets: list[BudgetRecord] = []
         self._by_scope: dict[tuple[str, str], list[BudgetRecord]] = {}
-        self._initial: dict[tuple[str, str], float] = {}  # (budget id, window) -> spent at start
+        # (budget id, window) -> what the log showed spent when this replica first saw the window:
+        # read once (one read shared by the requests that start a window together), kept for good.
+        self._initial: Fresh[tuple[str, str], float] = Fresh(
+            math.inf, what="a budget's spend", max_entries=10_000
+        )
 
     @property
     def empty(self) -> bool:
@@ -99,11 +103,9 @@ class BudgetBook:
 
     async def initial(self, budget: BudgetRecord, window_id: str, start: datetime) -> float:
         """The spend the request log shows for this window (read once per window)."""
-        cache_key = (budget.id, window_id)
-        value = self._initial.get(cache_key)
-        if value is None:
-            value = self._initial[cache_key] = await self._store.spent(budget, start)
-        return value
+        return await self._initial.get(
+            (budget.id, window_id), lambda: self._store.spent(budget, start)
+        )
 
 
 class Admission:
