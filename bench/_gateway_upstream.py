@@ -15,7 +15,9 @@ in its own process pinned to one core. The canned bodies are bench/_upstream_ser
 
 Pacing: a model name ending in ``-g<N>`` (e.g. ``gpt-4o-mini-g20``) makes the stream wait N ms
 before every chunk after the first; the first chunk is sent at once (so time to first token
-measures the path, not the pace). Non-streamed answers are never delayed.
+measures the path, not the pace). Non-streamed answers are never delayed. A paced chunk carries
+the moment this server sent it at the start of its text (``"content":"@t<perf_counter>|..."``):
+the client compares each gap it sees with the upstream's own gap between the same two chunks.
 
 Run: python bench/_gateway_upstream.py PORT [CPU]
 """
@@ -42,6 +44,12 @@ class _Stats:
 
 
 _state = _Stats()
+_CONTENT = b'"content":"'
+# Each chunk split where its send time goes (the start of its delta's text), [DONE] excluded.
+_STAMPABLE = [
+    (ev[: ev.index(_CONTENT) + len(_CONTENT)], ev[ev.index(_CONTENT) + len(_CONTENT) :])
+    for ev in EVENTS[:-1]
+]
 _gaps: dict[str, float] = {}
 
 
@@ -100,14 +108,16 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
             clock = time.perf_counter
             last = clock()
             worst = 0.0
-            for i, ev in enumerate(EVENTS):
+            for i, (head, tail) in enumerate(_STAMPABLE):
                 if i:
                     await asyncio.sleep(gap)
-                await send({"type": "http.response.body", "body": ev, "more_body": True})
                 now = clock()
+                ev = b"%s@t%.6f|%s" % (head, now, tail)
+                await send({"type": "http.response.body", "body": ev, "more_body": True})
                 if i and now - last > worst:
                     worst = now - last
                 last = now
+            await send({"type": "http.response.body", "body": EVENTS[-1], "more_body": True})
             if worst > _state.max_gap:
                 _state.max_gap = worst
         else:

@@ -25,8 +25,11 @@ Phases:
   2. stream (no pacing), same concurrencies: responses/s, time to first chunk p50/p99 (+ added),
      full-response p50
   3. stalls: 1 000 concurrent streams paced at 100 ms and 20 ms between chunks (`--stall-gaps`),
-     each worker runs two streams; per stream the longest gap between two `data:` lines as the
-     client sees it; a stall = a gap longer than the upstream's own longest gap + 50 ms
+     each worker runs two streams; every paced chunk carries the moment the upstream sent it,
+     so for each pair of consecutive chunks the client compares the gap it saw with the
+     upstream's own gap between the same two chunks; a stall = a stream in which some gap is
+     more than 50 ms longer than the upstream's own (also shown: the longest gap the client saw,
+     the upstream's longest own gap, the harness's CPU use)
   4. soak: 100 000 requests to aiwire (concurrency 64, every 10th streamed), RSS every 10 000;
      then the request_log rows in its SQLite store are counted (the writer kept up?)
   5. (--profile) py-spy on aiwire for a saturated non-stream and stream run (top functions)
@@ -72,6 +75,7 @@ AIWIRE_KEY = "sk-aiwire-bench-master-0000"
 LITELLM_KEY = "sk-litellm-bench-master-0000"
 UPSTREAM_KEY = "sk-bench-upstream"
 N_DATA = 31  # 30 chunks + [DONE]
+STALL = 0.050  # s: a gap this much longer than the upstream's own gap for the same two chunks
 CONCS = [1, 16, 64, 256]
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -247,10 +251,11 @@ def op_stream(session: aiohttp.ClientSession, t: Target, gap: int) -> Callable[[
     headers = t.headers()
     perf = time.perf_counter
 
-    async def op() -> tuple[float, float, float]:
+    async def op() -> tuple[float, float, float, float]:
         t0 = perf()
         first = prev = 0.0
-        worst = 0.0
+        worst = added = 0.0
+        sent_prev = recv_prev = -1.0
         n = 0
         last = b""
         async with session.post(url, data=body, headers=headers) as r:
@@ -266,9 +271,17 @@ def op_stream(session: aiohttp.ClientSession, t: Target, gap: int) -> Callable[[
                     prev = now
                     n += 1
                     last = line
+                    # paced chunks carry their send time (bench/_gateway_upstream.py): how much
+                    # longer than the upstream's own gap was this gap, as the client saw it?
+                    k = line.find(b"@t")
+                    if k >= 0:
+                        sent = float(line[k + 2 : line.index(b"|", k)])
+                        if sent_prev >= 0 and (now - recv_prev) - (sent - sent_prev) > added:
+                            added = (now - recv_prev) - (sent - sent_prev)
+                        sent_prev, recv_prev = sent, now
         if n < N_DATA or last.rstrip() != b"data: [DONE]":
             raise BadResponse(f"stream: {n} data lines, last {last[:20]!r}")
-        return first - t0, perf() - t0, worst
+        return first - t0, perf() - t0, worst, added
 
     return op
 
@@ -370,7 +383,9 @@ class Cell:
     ttft99: float = float("nan")
     gap_max: float = float("nan")  # ms, longest inter-chunk gap seen by the client
     gap_p99: float = float("nan")  # ms, p99 over streams of each stream's longest gap
-    stalls: int = 0
+    added_max: float = float("nan")  # ms, most a gap exceeded the upstream's own for that gap
+    added_p99: float = float("nan")  # ms, p99 over streams of each stream's most
+    stalls: int = 0  # streams with a gap > the upstream's own gap for the same chunks + 50 ms
     up_own_gap: float = 0.0  # ms, the upstream's own longest gap
     cpu_ms: float = float("nan")  # target process CPU per request
     cpu_pct: float = float("nan")  # target process CPU use during the run
@@ -453,10 +468,11 @@ async def measure(
         worst = sorted(r[2] for r in results)
         cell.ttft50, cell.ttft99 = pct(ttft, 0.5) * 1e3, pct(ttft, 0.99) * 1e3
         cell.p50, cell.p99 = pct(full, 0.5) * 1e3, pct(full, 0.99) * 1e3
+        added = sorted(r[3] for r in results)
         if worst:
             cell.gap_max, cell.gap_p99 = worst[-1] * 1e3, pct(worst, 0.99) * 1e3
-            limit = (cell.up_own_gap + 50) / 1e3
-            cell.stalls = sum(1 for w in worst if w > limit)
+            cell.added_max, cell.added_p99 = added[-1] * 1e3, pct(added, 0.99) * 1e3
+            cell.stalls = sum(1 for a in added if a > STALL)
     upstream_expected = kind != "cached" and t.name != "direct"
     if (up["requests"] != started and upstream_expected) or up["other"]:
         note = f"upstream saw {up['requests']} requests (+{up['other']} other), sent {started}"
@@ -521,15 +537,17 @@ def stream_table(cells: list[Cell]) -> str:
 def stall_table(cells: list[Cell]) -> str:
     rows = [
         "| streams | pace ms | target | started | completed | elapsed s | upstream's own max "
-        "gap ms | client max gap ms | p99 of per-stream max gap | stalls (> own + 50 ms) "
-        "| TTFT p50 / p99 ms | CPU % | errors |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "gap ms | client max gap ms | most added to a gap ms | p99 of per-stream most added "
+        "| stalls (gap > upstream's own + 50 ms) | TTFT p50 / p99 ms | CPU % | harness CPU % "
+        "| errors |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for c in cells:
         rows.append(
             f"| {c.conc} | {c.gap} | {c.target} | {c.started} | {c.ok} | {c.elapsed:.1f} "
-            f"| {f(c.up_own_gap, 1)} | {f(c.gap_max, 1)} | {f(c.gap_p99, 1)} | {c.stalls} "
-            f"| {f(c.ttft50, 1)} / {f(c.ttft99, 1)} | {c.cpu_pct:.0f} | {errs(c)} |"
+            f"| {f(c.up_own_gap, 1)} | {f(c.gap_max, 1)} | {f(c.added_max, 1)} "
+            f"| {f(c.added_p99, 1)} | {c.stalls} | {f(c.ttft50, 1)} / {f(c.ttft99, 1)} "
+            f"| {c.cpu_pct:.0f} | {c.harness_pct:.0f} | {errs(c)} |"
         )
     return "\n".join(rows)
 
@@ -816,7 +834,8 @@ def main() -> None:
                                               gap=gap, warm=conc, warm_gap=20, ramp=1.0)  # fmt: skip
                         cells.append(c)
                         print(f"  stall {conc} streams @{gap} ms {t.name}: {c.ok}/{c.started} ok, "
-                              f"max gap {c.gap_max:.1f} ms (own {c.up_own_gap:.1f}), stalls "
+                              f"max gap {c.gap_max:.1f} ms (own {c.up_own_gap:.1f}), most added "
+                              f"{c.added_max:.1f} ms, stalls "
                               f"{c.stalls}, err {sum(c.errors.values())}, {c.elapsed:.1f} s",
                               file=sys.stderr)  # fmt: skip
                 note_rss("after stall phase")
@@ -1053,8 +1072,9 @@ def summarize(
             ok = c.ok == c.started and c.stalls == 0 and not c.errors
             lines.append(
                 f"- {c.conc} concurrent streams @ {c.gap} ms: {c.ok}/{c.started} complete, "
-                f"max gap {c.gap_max:.1f} ms vs upstream's own {c.up_own_gap:.1f} + 50, "
-                f"stalls {c.stalls} {'PASS' if ok else 'FAIL'}"
+                f"at most {c.added_max:.1f} ms added to a gap (limit 50; the upstream's own "
+                f"gaps up to {c.up_own_gap:.1f} ms), stalls {c.stalls} "
+                f"{'PASS' if ok else 'FAIL'}"
             )
     if soak:
         ok = soak["final_rss"] <= 150 and soak["slope_per_10k"] <= 0.5
