@@ -67,6 +67,7 @@ from aiwire.server.asgi import (
     stream_piece,
 )
 from aiwire.server.auth import Authenticator, Principal, presented_secret
+from aiwire.server.turns import TurnGate
 from aiwire.store.budgets import BudgetRecord, BudgetStore
 from aiwire.store.db import Database
 from aiwire.store.keys import KeyStore
@@ -104,6 +105,10 @@ class GatewaySettings:
     #: often: requests create no reference cycles, so those scans free nothing (together ~5 %
     #: of the gateway's own instructions per request). For a dedicated server process.
     freeze_gc: bool = False
+    #: At most this many model calls start per turn of the event loop; the rest of a burst
+    #: waits a turn or two, so streams already flowing keep their pace (see server/turns.py).
+    #: None: no limit.
+    starts_per_turn: int | None = 8
 
 
 class AuthGuard(Protocol):
@@ -237,6 +242,8 @@ class Gateway:
         self.database = database
         self.writer = writer
         self.settings = settings or GatewaySettings()
+        per_turn = self.settings.starts_per_turn
+        self._turns = TurnGate(per_turn) if per_turn else None
         self.admission = admission
         self.pricing: Pricing = pricing or NoPricing()
         self.alerts = alerts
@@ -425,6 +432,8 @@ class Gateway:
     # -- chat, both protocols -----------------------------------------------------------------
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, wire: _Wire) -> None:
+        if self._turns is not None:
+            await self._turns.enter()
         started = time.perf_counter()
         request_id = new_id("req_")
         try:
