@@ -82,7 +82,7 @@ async def test_objects_set_aside_are_still_freed_by_reference_counting() -> None
 
 
 async def test_growth_of_what_is_set_aside_brings_the_full_pass_forward() -> None:
-    pacer = GcPacer(interval=0.01, full_every=600, slack=1000)
+    pacer = GcPacer(interval=0.01, full_every=600, slack=1000, check_every=0.02)
     pacer.start()
     try:
         kept = gc.get_freeze_count()  # what the start-up pass set aside (this whole process)
