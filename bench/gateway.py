@@ -286,6 +286,103 @@ def op_stream(session: aiohttp.ClientSession, t: Target, gap: int) -> Callable[[
     return op
 
 
+class RawStreams:
+    """Paced streams over plain asyncio sockets (the stall phase's load generator).
+
+    At 1,000 concurrent streams the load generator shares its core with the upstream, and
+    aiohttp's per-request and per-line machinery made the client itself late by tens of
+    milliseconds at times, which the stall check charged to the gateway. This client writes the
+    request bytes itself, decodes the chunked body with ``readline``/``readexactly`` and keeps
+    its keep-alive connections in a plain list. Same request bytes, same checks and the same
+    result tuple as :func:`op_stream`.
+    """
+
+    def __init__(self, t: Target) -> None:
+        host, port = t.base.removeprefix("http://").split(":")
+        self.addr = (host, int(port))
+        self.t = t
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    def op_for(self, gap: int) -> Callable[[], Awaitable[Any]]:
+        body = self.t.body(gap, True)
+        host, port = self.addr
+        request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nAuthorization: Bearer {self.t.key}\r\n"
+            f"Accept-Encoding: identity\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+        async def op() -> tuple[float, float, float, float]:
+            return await self.stream(request)
+
+        return op
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+    async def stream(self, request: bytes) -> tuple[float, float, float, float]:
+        perf = time.perf_counter
+        t0 = perf()
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(*self.addr, limit=1 << 20)
+        ok = False
+        try:
+            writer.write(request)
+            status = await reader.readline()
+            if not status.startswith(b"HTTP/1.1 200"):
+                raise BadResponse(f"status line {status[:40]!r}")
+            chunked = False
+            while (header := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = header.partition(b":")
+                if name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                    chunked = True
+            if not chunked:
+                raise BadResponse("stream answer is not chunked")
+            first = prev = worst = added = 0.0
+            sent_prev = recv_prev = -1.0
+            n = 0
+            last = b""
+            pending = b""
+            while True:
+                size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    await reader.readline()  # the CRLF after the last chunk (no trailers)
+                    break
+                piece = await reader.readexactly(size + 2)
+                now = perf()
+                pending += piece[:-2]
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue
+                    if n == 0:
+                        first = now
+                    elif now - prev > worst:
+                        worst = now - prev
+                    prev = now
+                    n += 1
+                    last = line
+                    k = line.find(b"@t")
+                    if k >= 0:
+                        sent = float(line[k + 2 : line.index(b"|", k)])
+                        if sent_prev >= 0 and (now - recv_prev) - (sent - sent_prev) > added:
+                            added = (now - recv_prev) - (sent - sent_prev)
+                        sent_prev, recv_prev = sent, now
+            if n < N_DATA or last.rstrip() != b"data: [DONE]":
+                raise BadResponse(f"stream: {n} data lines, last {last[:20]!r}")
+            ok = True
+            return first - t0, perf() - t0, worst, added
+        finally:
+            if ok:
+                self.idle.append((reader, writer))
+            else:
+                writer.close()
+
+
 def op_mixed(session: aiohttp.ClientSession, t: Target, every: int) -> Callable[[], Awaitable[Any]]:
     j, s = op_json(session, t), op_stream(session, t, 0)
     count = 0
@@ -414,9 +511,12 @@ async def measure(
     """One cell. ``warm`` requests first (default max(50, conc); JSON for JSON cells, streams
     paced at ``warm_gap`` otherwise, so ``conc`` connections are open end to end)."""
     session = make_session(conc)
+    raw = RawStreams(t) if kind == "stall" else None
     try:
         if kind in ("json", "cached"):
             op = op_json(session, t, cached=kind == "cached")
+        elif raw is not None:
+            op = raw.op_for(gap)
         else:
             op = op_stream(session, t, gap)
         warm_n = (conc if t.slow else max(50, conc)) if warm is None else warm
@@ -427,6 +527,8 @@ async def measure(
             wop = (
                 op_json(session, t, cached=kind == "cached")
                 if json_warm
+                else raw.op_for(warm_gap)
+                if raw is not None
                 else op_stream(session, t, warm_gap)
             )
             _, werr, wstarted = await drive(wop, conc, warm_n, cap, grace)
@@ -448,6 +550,8 @@ async def measure(
         c2 = cpu_seconds(t.pid)  # + what it did after the last response (deferred work)
     finally:
         await session.close()
+        if raw is not None:
+            await raw.close()
     cell = Cell(t.name, kind, conc, gap, started, len(results), errors, elapsed)
     cell.rps = len(results) / elapsed
     cell.cpu_ms = (c2 - c0) / max(1, started) * 1000

@@ -102,7 +102,7 @@ class GatewaySettings:
     store_content: bool = False
     #: The garbage collector on the gateway's schedule (server/gcpace.py): everything that exists
     #: after start-up is set aside (``gc.freeze``), automatic collection is off, a young pass
-    #: runs every 0.1 s and its survivors are set aside too, a full pass every 10 minutes.
+    #: runs every 20 ms and its survivors are set aside too, a full pass every 10 minutes.
     #: Automatic collection paused the loop for 10-120 ms under 1,000 concurrent streams. For a
     #: dedicated server process (it changes the whole process's collector).
     freeze_gc: bool = False
