@@ -245,6 +245,43 @@ def op_json(
     return op
 
 
+class StreamTimes:
+    """What one stream's client saw, fed each ``data:`` line as it arrives (both load
+    generators use it): first chunk, longest gap, and how much longer than the upstream's own gap
+    between the same two chunks any gap was (paced chunks carry their send time, see
+    bench/_gateway_upstream.py)."""
+
+    __slots__ = ("added", "first", "last", "n", "prev", "recv_prev", "sent_prev", "worst")
+
+    def __init__(self) -> None:
+        self.first = self.prev = self.worst = self.added = 0.0
+        self.sent_prev = self.recv_prev = -1.0
+        self.n = 0
+        self.last = b""
+
+    def line(self, line: bytes, now: float) -> None:
+        if self.n == 0:
+            self.first = now
+        elif now - self.prev > self.worst:
+            self.worst = now - self.prev
+        self.prev = now
+        self.n += 1
+        self.last = line
+        k = line.find(b"@t")
+        if k >= 0:
+            sent = float(line[k + 2 : line.index(b"|", k)])
+            if self.sent_prev >= 0:
+                self.added = max(self.added, (now - self.recv_prev) - (sent - self.sent_prev))
+            self.sent_prev, self.recv_prev = sent, now
+
+    def result(self, t0: float, end: float) -> tuple[float, float, float, float]:
+        """(time to first chunk, whole stream, longest gap, most added to a gap); raises
+        :class:`BadResponse` unless all chunks and ``[DONE]`` arrived."""
+        if self.n < N_DATA or self.last.rstrip() != b"data: [DONE]":
+            raise BadResponse(f"stream: {self.n} data lines, last {self.last[:20]!r}")
+        return self.first - t0, end - t0, self.worst, self.added
+
+
 def op_stream(session: aiohttp.ClientSession, t: Target, gap: int) -> Callable[[], Awaitable[Any]]:
     url = t.base + "/v1/chat/completions"
     body = t.body(gap, True)
@@ -253,35 +290,14 @@ def op_stream(session: aiohttp.ClientSession, t: Target, gap: int) -> Callable[[
 
     async def op() -> tuple[float, float, float, float]:
         t0 = perf()
-        first = prev = 0.0
-        worst = added = 0.0
-        sent_prev = recv_prev = -1.0
-        n = 0
-        last = b""
+        times = StreamTimes()
         async with session.post(url, data=body, headers=headers) as r:
             if r.status != 200:
                 raise BadResponse(f"status {r.status}: {(await r.read())[:80]!r}")
             async for line in r.content:
                 if line.startswith(b"data:"):
-                    now = perf()
-                    if n == 0:
-                        first = now
-                    elif now - prev > worst:
-                        worst = now - prev
-                    prev = now
-                    n += 1
-                    last = line
-                    # paced chunks carry their send time (bench/_gateway_upstream.py): how much
-                    # longer than the upstream's own gap was this gap, as the client saw it?
-                    k = line.find(b"@t")
-                    if k >= 0:
-                        sent = float(line[k + 2 : line.index(b"|", k)])
-                        if sent_prev >= 0 and (now - recv_prev) - (sent - sent_prev) > added:
-                            added = (now - recv_prev) - (sent - sent_prev)
-                        sent_prev, recv_prev = sent, now
-        if n < N_DATA or last.rstrip() != b"data: [DONE]":
-            raise BadResponse(f"stream: {n} data lines, last {last[:20]!r}")
-        return first - t0, perf() - t0, worst, added
+                    times.line(line, perf())
+        return times.result(t0, perf())
 
     return op
 
@@ -342,10 +358,7 @@ class RawStreams:
                     chunked = True
             if not chunked:
                 raise BadResponse("stream answer is not chunked")
-            first = prev = worst = added = 0.0
-            sent_prev = recv_prev = -1.0
-            n = 0
-            last = b""
+            times = StreamTimes()
             pending = b""
             while True:
                 size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
@@ -357,25 +370,11 @@ class RawStreams:
                 pending += piece[:-2]
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if not line.startswith(b"data:"):
-                        continue
-                    if n == 0:
-                        first = now
-                    elif now - prev > worst:
-                        worst = now - prev
-                    prev = now
-                    n += 1
-                    last = line
-                    k = line.find(b"@t")
-                    if k >= 0:
-                        sent = float(line[k + 2 : line.index(b"|", k)])
-                        if sent_prev >= 0 and (now - recv_prev) - (sent - sent_prev) > added:
-                            added = (now - recv_prev) - (sent - sent_prev)
-                        sent_prev, recv_prev = sent, now
-            if n < N_DATA or last.rstrip() != b"data: [DONE]":
-                raise BadResponse(f"stream: {n} data lines, last {last[:20]!r}")
+                    if line.startswith(b"data:"):
+                        times.line(line, now)
+            result = times.result(t0, perf())
             ok = True
-            return first - t0, perf() - t0, worst, added
+            return result
         finally:
             if ok:
                 self.idle.append((reader, writer))
